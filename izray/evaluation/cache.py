@@ -1,0 +1,81 @@
+"""A persistent response cache: no paid call is ever made twice.
+
+Keyed by a sha256 over the endpoint, model, API kind, sampling settings and the exact
+prompt; the value is the answer and its token usage. It is a sqlite file (in the run
+directory by default), written by the driver only, in WAL mode so a crash loses at most the
+call being written. A resumed or repeated run finds every answer it already paid for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A stored answer."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def cache_key(settings: Mapping[str, Any], prompt: str) -> str:
+    """Stable key for ``prompt`` under black-box ``settings`` (no secrets in either)."""
+    blob = json.dumps({"settings": dict(settings), "prompt": prompt}, sort_keys=True,
+                      ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ResponseCache:
+    """sqlite-backed ``key -> answer`` map.
+
+    Args:
+        path: The database file (created with its directory if missing).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT "
+                         "NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER, t REAL)")
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
+        """The stored answers among ``keys``."""
+        keys = list(keys)
+        out: dict[str, CachedAnswer] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT key, text, prompt_tokens, completion_tokens FROM answers WHERE key IN "
+                f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            for key, text, pt, ct in rows:
+                out[key] = CachedAnswer(text, int(pt or 0), int(ct or 0))
+        return out
+
+    def put_many(self, items: Mapping[str, CachedAnswer]) -> None:
+        """Store answers (one transaction)."""
+        if not items:
+            return
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)",
+                [(k, a.text, a.prompt_tokens, a.completion_tokens, now) for k, a in items.items()])
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()

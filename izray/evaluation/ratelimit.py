@@ -1,0 +1,124 @@
+"""A rate limiter for requests/minute and tokens/minute, adaptive to 429s.
+
+Requests are *scheduled*, not merely counted: every request reserves the next free slot on
+two virtual clocks (GCRA, the token bucket's continuous form with no burst), one advancing
+``60 / rpm`` seconds per request and one ``60 / tpm`` seconds per token. The caller sleeps
+until its slot. Because reservation and accounting happen together, any number of
+concurrent callers sharing one limiter (one Ray actor per endpoint and model, see
+``izray.runtime``) never exceed the limits in any 60 s window, and a steady pipeline uses
+them fully.
+
+Token counts are estimated before a call (:func:`estimate_tokens`, an over-estimate) and
+settled with the real usage afterwards, so over-estimates are given back.
+
+On a 429 the effective rate is cut (multiplicative decrease) and nothing is scheduled before
+the server's Retry-After; successes restore the rate gradually (additive increase).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Rate factor after a 429 is multiplied by this (multiplicative decrease).
+DECREASE = 0.7
+#: ...and regains this much per successful request, up to 1.0 (additive increase).
+RECOVERY_STEP = 0.01
+#: The factor never drops below this, so a run always progresses.
+MIN_FACTOR = 0.1
+#: Characters per token assumed by the pre-call estimate (English averages ~4; 3 over-estimates).
+CHARS_PER_TOKEN = 3.0
+
+
+def estimate_tokens(prompt: str, max_tokens: int) -> int:
+    """Upper-bound estimate of a call's total tokens before it is made."""
+    return int(len(prompt) / CHARS_PER_TOKEN) + 1 + max_tokens
+
+
+@dataclass
+class LimiterStats:
+    """Counters a limiter keeps for progress and benchmarks."""
+
+    reserved: int = 0
+    tokens_reserved: int = 0
+    throttled: int = 0
+    factor: float = 1.0
+
+
+class RateLimiter:
+    """Schedules calls under ``rpm`` requests/min and ``tpm`` tokens/min.
+
+    Args:
+        rpm: Requests per minute, ``None`` for no limit.
+        tpm: Tokens per minute, ``None`` for no limit.
+        clock: Monotonic clock in seconds (injected in tests).
+
+    Example:
+        >>> lim = RateLimiter(rpm=60, tpm=None, clock=lambda: 0.0)
+        >>> [lim.reserve(10) for _ in range(3)]
+        [0.0, 1.0, 2.0]
+    """
+
+    def __init__(self, rpm: float | None, tpm: float | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rpm = rpm
+        self.tpm = tpm
+        self.clock = clock
+        self._req_tat = -float("inf")  # theoretical arrival time of the next request
+        self._tok_tat = -float("inf")
+        self._not_before = -float("inf")
+        self.stats = LimiterStats()
+
+    @property
+    def factor(self) -> float:
+        return self.stats.factor
+
+    def reserve(self, tokens: int) -> float:
+        """Reserve a slot for one request of ``tokens`` estimated tokens.
+
+        Returns:
+            Seconds the caller must wait before sending (0 if it may send now).
+        """
+        now = self.clock()
+        start = max(now, self._not_before)
+        if self.rpm is not None:
+            start = max(start, self._req_tat)
+            self._req_tat = start + 60.0 / (self.rpm * self.stats.factor)
+        if self.tpm is not None:
+            start = max(start, self._tok_tat)
+            # A slot for the tokens: the clock advances by their share of a minute.
+            self._tok_tat = max(self._tok_tat, start) + tokens * 60.0 / (self.tpm * self.stats.factor)
+        self.stats.reserved += 1
+        self.stats.tokens_reserved += tokens
+        return max(0.0, start - now)
+
+    def settle(self, estimated: int, actual: int) -> None:
+        """Correct the token clock once a call's real usage is known."""
+        if self.tpm is not None and actual != estimated:
+            self._tok_tat += (actual - estimated) * 60.0 / (self.tpm * self.stats.factor)
+        self.stats.tokens_reserved += actual - estimated
+
+    def on_throttled(self, retry_after: float | None) -> None:
+        """A 429 arrived: slow down, and schedule nothing before Retry-After."""
+        self.stats.throttled += 1
+        self.stats.factor = max(MIN_FACTOR, self.stats.factor * DECREASE)
+        if retry_after:
+            self._not_before = max(self._not_before, self.clock() + retry_after)
+
+    def on_success(self) -> None:
+        """A call succeeded: recover the rate gradually."""
+        self.stats.factor = min(1.0, self.stats.factor + RECOVERY_STEP)
+
+    def get_state(self) -> dict:
+        """Clocks as offsets from now, so a restored limiter keeps pacing (restarts)."""
+        now = self.clock()
+        return {"req_in": max(0.0, self._req_tat - now), "tok_in": max(0.0, self._tok_tat - now),
+                "not_before_in": max(0.0, self._not_before - now), "factor": self.stats.factor}
+
+    def set_state(self, state: dict) -> None:
+        now = self.clock()
+        self._req_tat = now + float(state.get("req_in", 0.0))
+        self._tok_tat = now + float(state.get("tok_in", 0.0))
+        self._not_before = now + float(state.get("not_before_in", 0.0))
+        self.stats.factor = float(state.get("factor", 1.0))

@@ -1,0 +1,35 @@
+"""Generation: soft prompt + exemplars -> instruction, on vLLM or transformers."""
+
+from izray.generation.base import (
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    ModelInfo,
+    PromptAssembler,
+)
+from izray.generation.prompt import clean_instruction, induction_text
+
+__all__ = [
+    "GenerationRequest",
+    "GenerationResult",
+    "Generator",
+    "ModelInfo",
+    "PromptAssembler",
+    "build_generator",
+    "clean_instruction",
+    "induction_text",
+]
+
+
+def build_generator(backend: str, model: str, **kwargs) -> Generator:
+    """Construct the backend named by ``generator.backend`` on the resolved ``model`` path."""
+    if backend == "vllm":
+        from izray.generation.vllm_backend import VLLMGenerator
+
+        keys = ("dtype", "max_new_tokens", "max_model_len", "tensor_parallel_size",
+                "gpu_memory_utilization", "kv_cache_gb", "seed")
+        return VLLMGenerator(model, **{k: v for k, v in kwargs.items() if k in keys})
+    from izray.generation.hf_backend import HFGenerator
+
+    keys = ("dtype", "max_new_tokens", "max_batch")
+    return HFGenerator(model, **{k: v for k, v in kwargs.items() if k in keys})

@@ -1,0 +1,134 @@
+"""What every generator backend takes and returns, and the shared prompt assembly."""
+
+from __future__ import annotations
+
+import abc
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from izray.generation.prompt import GENERATION_STOP, clean_instruction
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One candidate to turn into an instruction.
+
+    Attributes:
+        key: Caller's identifier, returned unchanged.
+        soft: ``n_tokens x hidden`` float32 soft-prompt embeddings.
+        text: Exemplar block plus induction cue (see :func:`~izray.generation.prompt.induction_text`).
+    """
+
+    key: str
+    soft: np.ndarray
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The generator's answer for one request: the cleaned instruction and the raw text."""
+
+    key: str
+    instruction: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver needs to build soft prompts for a generator's model."""
+
+    model: str
+    backend: str
+    hidden: int
+    embed_std: float
+
+
+class Generator(abc.ABC):
+    """A model that continues ``[prefix] + soft + embedded(text)`` greedily."""
+
+    info: ModelInfo
+
+    @abc.abstractmethod
+    def _generate_embeds(self, embeds: list[torch.Tensor]) -> list[str]:
+        """Raw continuations for ``L_i x hidden`` prompt embeddings."""
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Generate one instruction per request, in order."""
+        if not requests:
+            return []
+        embeds = [self.assembler.assemble(r.soft, r.text) for r in requests]
+        raws = self._generate_embeds(embeds)
+        return [GenerationResult(r.key, clean_instruction(_cut(raw)), raw)
+                for r, raw in zip(requests, raws)]
+
+
+def _cut(raw: str) -> str:
+    """Apply the stop strings a backend may not have applied itself."""
+    end = len(raw)
+    for stop in GENERATION_STOP:
+        idx = raw.find(stop, 1)
+        if idx != -1:
+            end = min(end, idx)
+    return raw[:end]
+
+
+class PromptAssembler:
+    """Builds ``[special prefix] + soft + text`` embeddings for one model.
+
+    The tokenizer's own special prefix (``<bos>`` for Gemma/Llama, nothing for GPT-2 style
+    models) stays first: models are trained to see it at position 0, and soft tokens before
+    it put the model off distribution. Text embeddings are cached per text (the exemplar block
+    is the same for every candidate of a task).
+
+    Args:
+        tokenizer: A transformers tokenizer.
+        embed: Maps ``n`` token ids to ``n x hidden`` float32 embeddings as the model's first
+            layer sees them.
+        cache_size: Texts whose embeddings are kept.
+    """
+
+    def __init__(self, tokenizer, embed: Callable[[list[int]], torch.Tensor],
+                 cache_size: int = 256) -> None:
+        self.tokenizer = tokenizer
+        self.embed = embed
+        self.prefix_ids = list(tokenizer("", add_special_tokens=True).input_ids)
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+
+    def text_embeds(self, text: str) -> torch.Tensor:
+        """``L x hidden`` embeddings of ``text`` (no special tokens)."""
+        hit = self._cache.get(text)
+        if hit is not None:
+            self._cache.move_to_end(text)
+            return hit
+        ids = list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        out = self.embed(ids).float()
+        self._cache[text] = out
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    def assemble(self, soft: np.ndarray, text: str) -> torch.Tensor:
+        """``(len(prefix) + n_tokens + L) x hidden`` float32 prompt embeddings."""
+        parts = []
+        if self.prefix_ids:
+            parts.append(self.embed(self.prefix_ids).float())
+        parts.append(torch.as_tensor(np.asarray(soft, dtype=np.float32)))
+        parts.append(self.text_embeds(text))
+        return torch.cat(parts, dim=0)
+
+
+def local_checkpoint(model: str) -> Path:
+    """A local directory for ``model`` (a path, or a hub id downloaded to the hub cache)."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download  # noqa: PLC0415 - only for hub ids
+
+    return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.model",
+                                                         "*.txt", "*.tiktoken"]))

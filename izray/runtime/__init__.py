@@ -1,0 +1,1 @@
+"""Ray runtime: actors, pools, the embedded server and run sessions."""

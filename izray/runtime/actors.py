@@ -1,0 +1,200 @@
+"""Thin Ray actors around the plain classes that do the work.
+
+* :class:`GeneratorActor` holds one generation engine (vLLM or transformers).
+* :class:`EvaluatorActor` is an async actor making bounded-concurrency black-box calls. It
+  reads the API key from *its own* environment or key file, so the key never travels
+  through Ray (task arguments, object store, job metadata).
+* :class:`RateLimiterActor` is the one limiter all evaluators of an endpoint share.
+* :class:`ServerActor` owns the embedded model server process.
+* :func:`propose_task` runs a BO proposal (GP fit + qLogEI) on a cluster CPU.
+
+Generator and evaluator actors restart when they die (``max_restarts``) and Ray retries the
+interrupted call on the new instance (``max_task_retries``), so no candidate is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+#: Restarts of a dead actor before Ray gives up on it.
+ACTOR_MAX_RESTARTS = 3
+#: Retries of a call interrupted by its actor's death.
+ACTOR_MAX_TASK_RETRIES = 3
+#: Environment every izray actor gets: quiet engines.
+ACTOR_ENV = {"VLLM_LOGGING_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1",
+             "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error"}
+#: Chatty third-party loggers kept at WARNING inside actors.
+QUIET_LOGGERS = ("httpx", "httpx2", "openai", "vllm", "transformers")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@ray.remote
+class GeneratorActor:
+    """One generator engine. ``kwargs`` go to :func:`izray.generation.build_generator`."""
+
+    def __init__(self, backend: str, model: str, kwargs: dict[str, Any]) -> None:
+        _setup_logging()
+        from izray.generation import build_generator
+        from izray.models import resolve_model
+
+        self.gen = build_generator(backend, resolve_model(model), **kwargs)
+
+    def info(self):
+        return self.gen.info
+
+    def generate(self, requests):
+        return self.gen.generate(requests)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote
+class RateLimiterActor:
+    """The shared :class:`~izray.evaluation.RateLimiter` of one endpoint and model."""
+
+    def __init__(self, rpm: float | None, tpm: float | None, state: dict | None = None) -> None:
+        from izray.evaluation.ratelimit import RateLimiter
+
+        self.lim = RateLimiter(rpm, tpm)
+        if state:
+            self.lim.set_state(state)
+
+    def reserve(self, tokens: int) -> float:
+        return self.lim.reserve(tokens)
+
+    def settle(self, estimated: int, actual: int) -> None:
+        self.lim.settle(estimated, actual)
+
+    def on_throttled(self, retry_after: float | None) -> None:
+        self.lim.on_throttled(retry_after)
+
+    def on_success(self) -> None:
+        self.lim.on_success()
+
+    def stats(self) -> dict:
+        s = self.lim.stats
+        return {"reserved": s.reserved, "throttled": s.throttled, "factor": s.factor}
+
+    def get_state(self) -> dict:
+        return self.lim.get_state()
+
+
+class _RemoteLimiter:
+    """Adapts a :class:`RateLimiterActor` handle to the client's async ``Limiter`` protocol."""
+
+    def __init__(self, handle) -> None:
+        self.h = handle
+
+    async def reserve(self, tokens: int) -> float:
+        return await self.h.reserve.remote(tokens)
+
+    async def settle(self, estimated: int, actual: int) -> None:
+        await self.h.settle.remote(estimated, actual)
+
+    async def on_throttled(self, retry_after: float | None) -> None:
+        await self.h.on_throttled.remote(retry_after)
+
+    async def on_success(self) -> None:
+        await self.h.on_success.remote()
+
+
+def read_api_key(env_name: str, key_file: str | None) -> str | None:
+    """The API key from ``key_file`` (if set) or the environment variable ``env_name``."""
+    if key_file:
+        try:
+            return Path(key_file).expanduser().read_text().strip() or None
+        except OSError:
+            return None
+    return os.environ.get(env_name) or None
+
+
+@ray.remote
+class EvaluatorActor:
+    """Black-box calls with bounded concurrency (an async actor).
+
+    Args:
+        client_kwargs: :class:`~izray.evaluation.BlackBoxClient` arguments, without the key.
+        concurrency: Requests in flight.
+        key_env: Variable holding the key (read here, on this node).
+        key_file: Or a file holding it.
+        require_key: Fail if no key is found (remote endpoints).
+        limiter: Optional :class:`RateLimiterActor` handle.
+    """
+
+    def __init__(self, client_kwargs: dict[str, Any], concurrency: int, key_env: str,
+                 key_file: str | None, require_key: bool, limiter=None) -> None:
+        _setup_logging()
+        from izray.errors import EndpointError
+        from izray.evaluation import BlackBoxClient, Evaluator
+
+        key = read_api_key(key_env, key_file)
+        if require_key and key is None:
+            where = f"file {key_file}" if key_file else f"${key_env}"
+            raise EndpointError(f"no API key: {where} is empty or unset on node "
+                                f"{ray.util.get_node_ip_address()}; set it there (or "
+                                "evaluator.api_key_file on a shared path)")
+        self.client = BlackBoxClient(api_key=key, key_env=key_env,
+                                     limiter=_RemoteLimiter(limiter) if limiter else None,
+                                     **client_kwargs)
+        self.evaluator = Evaluator(self.client, concurrency)
+
+    async def check(self) -> None:
+        await self.client.check()
+
+    async def evaluate(self, prompts: list[str]):
+        return await self.evaluator.evaluate(prompts)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@ray.remote
+class ServerActor:
+    """Owns the embedded :class:`~izray.runtime.server.LocalModelServer` process."""
+
+    def __init__(self, model: str, served_name: str, max_model_len: int, kv_cache_gb: int,
+                 log_path: str | None) -> None:
+        _setup_logging()
+        from izray.models import resolve_model
+        from izray.runtime.server import LocalModelServer
+
+        host = ray.util.get_node_ip_address()
+        self.server = LocalModelServer(resolve_model(model), served_name, host=host,
+                                       max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
+                                       log_path=log_path)
+
+    def wait_ready(self, timeout_s: float) -> str:
+        self.server.wait_ready(timeout_s)
+        return self.server.base_url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at actor exit
+        try:
+            self.server.stop()
+        except Exception:
+            pass
+
+
+@ray.remote
+def propose_task(request):
+    """Run one BO proposal (fit + qLogEI) on a cluster CPU."""
+    import torch
+
+    from izray.bo import run_proposal
+
+    threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    torch.set_num_threads(threads)
+    return run_proposal(request)

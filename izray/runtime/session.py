@@ -1,0 +1,148 @@
+"""Bring up Ray and the actor pools for one run, and take them down again."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from izray import _constants as C
+from izray.config import RunConfig, config_to_dict
+from izray.errors import IzrayError
+from izray.evaluation import resolve_api
+from izray.generation import ModelInfo
+from izray.models import BUILTIN_MODELS, resolve_model
+from izray.runtime.actors import ACTOR_ENV, RateLimiterActor, ServerActor
+from izray.runtime.pools import EvaluatorPool, GeneratorPool
+
+log = logging.getLogger("izray")
+
+#: Logical CPUs of a local Ray cluster at least: actors and proposal tasks reserve fractions
+#: of CPUs, and a 2-core machine with num_cpus=2 leaves nothing for proposal tasks.
+LOCAL_MIN_CPUS = 4
+
+
+@dataclass
+class Session:
+    """The running pools of one run."""
+
+    generators: GeneratorPool
+    evaluators: EvaluatorPool
+    info: ModelInfo
+    call_settings: dict[str, Any]
+    owns_ray: bool
+    extra_actors: list = field(default_factory=list)
+
+    def shutdown(self) -> None:
+        for actor in self.extra_actors:
+            try:
+                ray.get(actor.stop.remote(), timeout=60) if hasattr(actor, "stop") else None
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+            ray.kill(actor)
+        self.generators.shutdown()
+        self.evaluators.shutdown()
+
+
+def init_ray(cfg: RunConfig) -> bool:
+    """Connect to the configured cluster or start a local one. Returns True if started here."""
+    if ray.is_initialized():
+        return False
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return False
+    num_cpus = cfg.ray.num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    return True
+
+
+def _check_model_name(name: str) -> None:
+    if name not in BUILTIN_MODELS:
+        resolve_model(name)  # raises a one-line error for a missing path
+
+
+def unwrap_actor_error(err: Exception) -> Exception:
+    """The izray error inside a Ray task/actor error, if there is one."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, IzrayError):
+        return cause
+    text = str(err)
+    for line in text.splitlines():
+        for cls in IzrayError.__subclasses__():
+            prefix = f"izray.errors.{cls.__name__}: "
+            if line.strip().startswith(prefix):
+                return cls(line.strip()[len(prefix):])
+    return err
+
+
+def start_pools(cfg: RunConfig, run_path: Path) -> Session:
+    """Start Ray, the embedded server if needed, the generator and evaluator pools.
+
+    Raises:
+        IzrayError: a model cannot be loaded, the endpoint is unreachable or rejects the key.
+    """
+    _check_model_name(cfg.generator.model)
+    if cfg.evaluator.embedded:
+        _check_model_name(cfg.server.model)
+    owns = init_ray(cfg)
+    extra = []
+    t0 = time.monotonic()
+    try:
+        server_ref = None
+        if cfg.evaluator.embedded:
+            server = ServerActor.options(num_cpus=cfg.server.num_cpus,
+                                         runtime_env={"env_vars": ACTOR_ENV}).remote(
+                cfg.server.model, C.EMBEDDED_MODEL_NAME, cfg.server.max_model_len,
+                cfg.server.kv_cache_gb, str(run_path / "logs" / "server.log"))
+            extra.append(server)
+            server_ref = server.wait_ready.remote(cfg.server.startup_timeout_s)
+        generators = GeneratorPool(cfg.generator, cfg.seed)
+        log.info("starting %d %s generator actor(s) on %s%s; the first start converts the model "
+                 "and loads the engines, which takes a few minutes on a CPU",
+                 cfg.generator.num_actors, cfg.generator.backend, cfg.generator.model,
+                 " and the embedded model server" if server_ref else "")
+        info_refs = generators.info_refs()
+        pending = list(info_refs) + ([server_ref] if server_ref else [])
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=30)
+            for ref in ready:
+                ray.get(ref)  # surface errors now
+            if pending:
+                log.info("still starting (%.0f s)...", time.monotonic() - t0)
+        info = GeneratorPool.check_infos(ray.get(info_refs))
+        base_url = ray.get(server_ref) if server_ref else cfg.evaluator.base_url
+        model = C.EMBEDDED_MODEL_NAME if cfg.evaluator.embedded else cfg.evaluator.model
+        ev = cfg.evaluator
+        client_kwargs = {"base_url": base_url, "model": model, "api": resolve_api(ev),
+                         "temperature": ev.temperature, "max_tokens": ev.max_tokens,
+                         "stop": ev.stop, "timeout_s": ev.timeout_s,
+                         "max_attempts": ev.max_attempts}
+        limiter = None
+        if ev.rpm or ev.tpm:
+            limiter = RateLimiterActor.options(num_cpus=0).remote(ev.rpm, ev.tpm)
+            extra.append(limiter)
+        evaluators = EvaluatorPool(ev, client_kwargs, limiter)
+        evaluators.check()
+        log.info("ready in %.0f s: generator %s (hidden %d), black box at %s", time.monotonic() - t0,
+                 info.model, info.hidden, base_url if not ev.embedded else "embedded server")
+        endpoint = (f"embedded:{cfg.server.model}" if ev.embedded
+                    else config_to_dict(cfg)["evaluator"]["base_url"])
+        call_settings = {"endpoint": endpoint, "model": model, "api": resolve_api(ev),
+                         "temperature": ev.temperature, "max_tokens": ev.max_tokens,
+                         "stop": list(ev.stop)}
+        return Session(generators, evaluators, info, call_settings, owns, extra)
+    except Exception as err:
+        for actor in extra:
+            ray.kill(actor)
+        if owns:
+            ray.shutdown()
+        unwrapped = unwrap_actor_error(err)
+        if unwrapped is not err:
+            raise unwrapped from None
+        raise

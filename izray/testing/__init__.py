@@ -1,0 +1,1 @@
+"""Test and benchmark helpers that ship with izray (the black-box simulator)."""

@@ -1,0 +1,167 @@
+"""Tests of izray.bo.surrogate and izray.bo.proposal (small settings for speed)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+import izray.bo.proposal as proposal_module
+import izray.bo.surrogate as surrogate_module
+from izray.bo.proposal import ProposalSettings, deduplicate, propose, propose_detailed
+from izray.bo.surrogate import fit_surrogate, get_hyperparameters, set_hyperparameters
+from izray.errors import ConfigError
+
+D, M = 4, 6
+FAST = ProposalSettings(num_restarts=2, raw_samples=32, maxiter=20, fit_maxiter=30, mc_samples=32)
+
+
+def _problem(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Observations whose per-example scores depend on x (instruction-like, binary)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, D, generator=g, dtype=torch.double)
+    thresholds = torch.linspace(0.1, 0.9, M, dtype=torch.double)
+    s = (x[:, :1] > thresholds).double()  # many identical rows
+    return x, s.mean(-1), s
+
+
+def _min_dist(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.cdist(a, b).min())
+
+
+def test_points_in_bounds_distinct_and_new() -> None:
+    x, y, s = _problem(12)
+    pending = torch.rand(3, D, generator=torch.Generator().manual_seed(9), dtype=torch.double)
+    pts = propose(x, y, s, pending, 5, seed=0, settings=FAST)
+    assert pts.shape == (5, D)
+    assert pts.dtype == torch.double
+    assert bool(((pts >= 0) & (pts <= 1)).all())
+    off_diag = torch.cdist(pts, pts) + torch.eye(5) * 10
+    assert float(off_diag.min()) >= FAST.min_distance
+    assert _min_dist(pts, x) >= FAST.min_distance
+    assert _min_dist(pts, pending) >= FAST.min_distance
+
+
+def test_deterministic_for_a_seed_and_leaves_global_rng_alone() -> None:
+    x, y, s = _problem(10)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = propose(x, y, s, None, 3, seed=7, settings=FAST)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = propose(x, y, s, None, 3, seed=7, settings=FAST)
+    c = propose(x, y, s, None, 3, seed=8, settings=FAST)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_pending_points_change_the_proposal() -> None:
+    x, y, s = _problem(10)
+    alone = propose(x, y, s, None, 2, seed=1, settings=FAST)
+    with_pending = propose(x, y, s, alone, 2, seed=1, settings=FAST)
+    assert not torch.allclose(alone, with_pending)
+    assert _min_dist(with_pending, alone) >= FAST.min_distance
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_constant_scores_do_not_crash(value: float) -> None:
+    x = torch.rand(6, D, generator=torch.Generator().manual_seed(2), dtype=torch.double)
+    s = torch.full((6, M), value, dtype=torch.double)  # every z decoded to the same instruction
+    y = s.mean(-1)
+    pts = propose(x, y, s, x[:2] * 0.5, 4, seed=0, settings=FAST)
+    assert pts.shape == (4, D)
+    assert bool(torch.isfinite(pts).all())
+    assert _min_dist(pts, x) >= FAST.min_distance
+
+
+def test_duplicate_points_and_single_observation_do_not_crash() -> None:
+    x, y, s = _problem(5)
+    x_dup = torch.cat([x, x[:2]])  # the same z observed twice
+    pts = propose(
+        x_dup, torch.cat([y, y[:2]]), torch.cat([s, s[:2]]), None, 3, seed=0, settings=FAST
+    )
+    assert pts.shape == (3, D)
+    pts = propose(x[:1], y[:1], s[:1], None, 2, seed=0, settings=FAST)
+    assert pts.shape == (2, D)
+
+
+def test_warm_start_round_trip() -> None:
+    x, y, s = _problem(15)
+    out = propose_detailed(x, y, s, None, 2, seed=0, settings=FAST)
+    hp = out.hyperparameters
+    assert set(hp) >= {
+        "covar_module.raw_outputscale",
+        "covar_module.base_kernel.latent_kernel.raw_lengthscale",
+        "covar_module.base_kernel.score_kernel.raw_lengthscale",
+        "likelihood.noise_covar.raw_noise",
+    }
+    assert len(hp["covar_module.base_kernel.latent_kernel.raw_lengthscale"]) == D
+    assert len(hp["covar_module.base_kernel.score_kernel.raw_lengthscale"]) == 1
+    model = surrogate_module.build_surrogate(x, y, s)
+    assert set_hyperparameters(model, hp) == len(hp)
+    assert get_hyperparameters(model) == hp
+    warm = propose_detailed(x, y, s, None, 2, seed=0, settings=FAST, hyperparameters=hp)
+    assert warm.points.shape == (2, D)
+
+
+def test_fit_failure_falls_back_with_a_warning(monkeypatch, caplog) -> None:
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated numerical failure")
+
+    monkeypatch.setattr(surrogate_module, "fit_gpytorch_mll", boom)
+    x, y, s = _problem(8)
+    with caplog.at_level(logging.WARNING, logger="izray.bo.surrogate"):
+        model = fit_surrogate(x, y, s, seed=0)
+        pts = propose(x, y, s, None, 2, seed=0, settings=FAST)
+    assert not model.training
+    assert pts.shape == (2, D)
+    assert any("fit failed" in r.getMessage() for r in caplog.records)
+
+
+def test_deduplicate_replaces_near_duplicates_and_logs(monkeypatch, caplog) -> None:
+    existing = torch.rand(4, D, dtype=torch.double)
+    points = torch.stack(
+        [
+            existing[0],
+            existing[1] + 1e-9,
+            torch.full((D,), 0.5).double(),
+            torch.full((D,), 0.5).double(),
+        ]
+    )
+    out, replaced = deduplicate(points, existing, min_distance=1e-4, seed=0)
+    assert replaced == 3
+    torch.testing.assert_close(out[2], points[2])
+    assert _min_dist(out, existing) >= 1e-4
+    assert float((torch.cdist(out, out) + torch.eye(4)).min()) >= 1e-4
+    again, _ = deduplicate(points, existing, min_distance=1e-4, seed=0)
+    assert torch.equal(out, again)
+    # An acquisition optimizer that proposes observed/pending points gets corrected.
+    x, y, s = _problem(6)
+    pending = x[:1] * 0.5
+    duplicates = torch.stack([x[0], x[0], pending[0]])
+    monkeypatch.setattr(
+        proposal_module, "optimize_acqf", lambda *a, **k: (duplicates.clone(), torch.zeros(()))
+    )
+    with caplog.at_level(logging.INFO, logger="izray.bo.proposal"):
+        result = propose_detailed(x, y, s, pending, 3, seed=0, settings=FAST)
+    assert result.n_replaced == 3
+    assert _min_dist(result.points, torch.cat([x, pending])) >= FAST.min_distance
+    assert any("near-duplicate" in r.getMessage() for r in caplog.records)
+
+
+def test_deduplicate_takes_the_farthest_point_when_none_is_far_enough(caplog) -> None:
+    existing = torch.rand(50, D, generator=torch.Generator().manual_seed(0), dtype=torch.double)
+    with caplog.at_level(logging.WARNING, logger="izray.bo.proposal"):
+        out, replaced = deduplicate(existing[:1], existing, min_distance=5.0, seed=0)
+    assert replaced == 1 and out.shape == (1, D)
+    assert any("farthest" in r.getMessage() for r in caplog.records)
+
+
+def test_settings_validation_and_round_trip() -> None:
+    assert ProposalSettings.from_dict(FAST.to_dict()) == FAST
+    with pytest.raises(ConfigError):
+        ProposalSettings(num_restarts=0)
+    with pytest.raises(ConfigError):
+        ProposalSettings(num_restarts=8, raw_samples=4)
+    with pytest.raises(ConfigError):
+        ProposalSettings.from_dict({"bogus": 1})
