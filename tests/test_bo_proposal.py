@@ -118,6 +118,18 @@ def test_fit_failure_falls_back_with_a_warning(monkeypatch, caplog) -> None:
     assert any("fit failed" in r.getMessage() for r in caplog.records)
 
 
+def test_acquisition_failure_falls_back_to_sobol(monkeypatch, caplog) -> None:
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated numerical failure")
+
+    monkeypatch.setattr(proposal_module, "optimize_acqf", boom)
+    x, y, s = _problem(8)
+    with caplog.at_level(logging.WARNING, logger="izray.bo.proposal"):
+        pts = propose(x, y, s, None, 3, seed=0, settings=FAST)
+    assert pts.shape == (3, D) and bool(((pts >= 0) & (pts <= 1)).all())
+    assert any("acquisition optimisation failed" in r.getMessage() for r in caplog.records)
+
+
 def test_deduplicate_replaces_near_duplicates_and_logs(monkeypatch, caplog) -> None:
     existing = torch.rand(4, D, dtype=torch.double)
     points = torch.stack(

@@ -172,12 +172,16 @@ class InstructionCoupledKernel(Kernel):
 
     def _is_train_z(self, x: Tensor) -> bool:
         z = self.train_z
-        return x.shape[-2:] == z.shape and torch.equal(x, z.expand_as(x))
+        return x.shape[-2:] == z.shape and x.dtype == z.dtype and torch.equal(x, z.expand_as(x))
 
     def _cross(self, x: Tensor) -> Tensor:
         """``... x n1 x n`` latent cross-covariance ``k_Z(x, Z)``."""
         z = self.train_z.expand(*x.shape[:-2], *self.train_z.shape)
         return self.latent_kernel.forward(x, z)
+
+    def _latent(self, x: Tensor, is_z: bool, f: _Factors) -> Tensor:
+        """``k_Z(x, Z)``, taken from the factors when ``x`` is ``Z``."""
+        return f.k_zz.expand(*x.shape[:-2], *f.k_zz.shape) if is_z else self._cross(x)
 
     def forward(
         self,
@@ -204,16 +208,15 @@ class InstructionCoupledKernel(Kernel):
         x1_is_z = self._is_train_z(x1)
         x2_is_z = self._is_train_z(x2)
         if diag:
-            k1 = f.k_zz.expand(*x1.shape[:-2], *f.k_zz.shape) if x1_is_z else self._cross(x1)
-            k2 = (
-                k1
-                if x2 is x1
-                else (f.k_zz.expand(*x2.shape[:-2], *f.k_zz.shape) if x2_is_z else self._cross(x2))
-            )
+            k1 = self._latent(x1, x1_is_z, f)
+            k2 = k1 if x2 is x1 else self._latent(x2, x2_is_z, f)
             return ((k1 @ f.m) * k2).sum(dim=-1)
         if x2_is_z:
-            left = f.k_zz if x1_is_z else self._cross(x1)
-            out = left @ f.m_kzz
+            if x1_is_z:  # the training covariance K_ZZ M K_ZZ, kept exactly symmetric
+                out = f.k_zz @ f.m_kzz
+                out = 0.5 * (out + out.mT)
+            else:
+                out = self._cross(x1) @ f.m_kzz
             batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
             return out.expand(*batch, *out.shape[-2:])
         if x1_is_z:

@@ -20,6 +20,7 @@ import torch
 from botorch.acquisition.logei import qLogExpectedImprovement
 from botorch.optim import optimize_acqf
 from botorch.sampling.normal import SobolQMCNormalSampler
+from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
@@ -126,6 +127,8 @@ class ProposalOutcome:
     acq_seconds: float
     n_replaced: int
 
+
+_ACQ_ERRORS = (NotPSDError, NanError, RuntimeError, ValueError)
 
 _REPLACEMENT_DRAWS = 1024
 """Sobol points scanned per replacement; the farthest is taken if none is far enough."""
@@ -249,16 +252,23 @@ def propose_detailed(
             X_pending=pending,
         )
         bounds = torch.stack([torch.zeros(d), torch.ones(d)]).to(torch.double)
-        candidates, _ = optimize_acqf(
-            acqf,
-            bounds=bounds,
-            q=q,
-            num_restarts=settings.num_restarts,
-            raw_samples=settings.raw_samples,
-            options={"maxiter": settings.maxiter, "seed": seed},
-            retry_on_optimization_warning=False,
-        )
-        candidates = candidates.detach().clamp(0.0, 1.0)
+        try:
+            candidates, _ = optimize_acqf(
+                acqf,
+                bounds=bounds,
+                q=q,
+                num_restarts=settings.num_restarts,
+                raw_samples=settings.raw_samples,
+                options={"maxiter": settings.maxiter, "seed": seed},
+                retry_on_optimization_warning=False,
+            )
+            candidates = candidates.detach().clamp(0.0, 1.0)
+            if not bool(torch.isfinite(candidates).all()):
+                raise ValueError("non-finite candidates")
+        except _ACQ_ERRORS as err:
+            logger.warning("acquisition optimisation failed (%s); proposing Sobol points", err)
+            sobol = SobolEngine(d, scramble=True, seed=seed)
+            candidates = sobol.draw(q, dtype=torch.double)
         existing = x if pending is None else torch.cat([x, pending])
         points, n_replaced = deduplicate(
             candidates, existing, min_distance=settings.min_distance, seed=seed

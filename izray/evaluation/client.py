@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import random
 import time
@@ -91,12 +92,20 @@ def _status(err: BaseException) -> int | None:
     return getattr(err, "status_code", None)
 
 
+def _out_of_quota(err: BaseException) -> bool:
+    return _status(err) == 429 and "insufficient_quota" in str(getattr(err, "body", "") or err)
+
+
 def is_retryable(err: BaseException) -> bool:
     """Whether another attempt can succeed (see the module docstring for the table)."""
-    if isinstance(err, (openai.APITimeoutError, openai.APIConnectionError, MalformedResponse)):
+    # A truncated or non-JSON 2xx body surfaces from the SDK as a JSONDecodeError.
+    if isinstance(err, (openai.APITimeoutError, openai.APIConnectionError, MalformedResponse,
+                        json.JSONDecodeError)):
         return True
     if isinstance(err, openai.APIResponseValidationError):
         return True
+    if _out_of_quota(err):
+        return False
     status = _status(err)
     return status in RETRYABLE_STATUS or (status is not None and status >= 500)
 
@@ -114,7 +123,7 @@ def fatal_error(err: BaseException, base_url: str, model: str, key_env: str) -> 
         return EndpointError(f"404 from {base_url}: model {model!r} or the API path was not found;"
                              " check evaluator.model, evaluator.base_url (usually ends in /v1) "
                              "and evaluator.api")
-    if status == 429 and "insufficient_quota" in str(getattr(err, "body", "") or err):
+    if _out_of_quota(err):
         return EndpointError(f"429 insufficient_quota from {base_url}: the account is out of "
                              "credit; add credit or use another key")
     return None

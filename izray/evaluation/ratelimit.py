@@ -84,11 +84,15 @@ class RateLimiter:
         start = max(now, self._not_before)
         if self.rpm is not None:
             start = max(start, self._req_tat)
-            self._req_tat = start + 60.0 / (self.rpm * self.stats.factor)
         if self.tpm is not None:
             start = max(start, self._tok_tat)
+        # Both clocks advance from the slot actually given: advancing one from an earlier
+        # start would bank the time the other limit made us wait, and spend it as a burst.
+        if self.rpm is not None:
+            self._req_tat = start + 60.0 / (self.rpm * self.stats.factor)
+        if self.tpm is not None:
             # A slot for the tokens: the clock advances by their share of a minute.
-            self._tok_tat = max(self._tok_tat, start) + tokens * 60.0 / (self.tpm * self.stats.factor)
+            self._tok_tat = start + tokens * 60.0 / (self.tpm * self.stats.factor)
         self.stats.reserved += 1
         self.stats.tokens_reserved += tokens
         return max(0.0, start - now)

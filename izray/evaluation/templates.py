@@ -10,6 +10,7 @@ which is what the optimizer needs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from izray.config import EvaluatorConfig
@@ -30,6 +31,9 @@ BASE_MODEL_PRIMER = "".join(
     )
 )
 
+#: The template's fields, substituted in one pass (a value may contain the other's name).
+_FIELD = re.compile(r"\{(instruction|input)\}")
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -44,8 +48,9 @@ class PromptTemplate:
     primer: str = ""
 
     def render(self, instruction: str, input_text: str) -> str:
-        """One prompt (``str.replace``, so braces in data are safe)."""
-        body = self.template.replace("{instruction}", instruction).replace("{input}", input_text)
+        """One prompt (one substitution pass, so braces in data are safe)."""
+        values = {"instruction": instruction, "input": input_text}
+        body = _FIELD.sub(lambda m: values[m.group(1)], self.template)
         return self.primer + body
 
 

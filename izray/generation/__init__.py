@@ -23,6 +23,11 @@ __all__ = [
 
 def build_generator(backend: str, model: str, **kwargs) -> Generator:
     """Construct the backend named by ``generator.backend`` on the resolved ``model`` path."""
+    if backend == "sim":
+        from izray.generation.sim_backend import SimulatedGenerator
+
+        keys = ("max_new_tokens", "seed")
+        return SimulatedGenerator(**{k: v for k, v in kwargs.items() if k in keys})
     if backend == "vllm":
         from izray.generation.vllm_backend import VLLMGenerator
 

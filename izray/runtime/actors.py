@@ -47,7 +47,8 @@ class GeneratorActor:
         from izray.generation import build_generator
         from izray.models import resolve_model
 
-        self.gen = build_generator(backend, resolve_model(model), **kwargs)
+        path = model if backend == "sim" else resolve_model(model)
+        self.gen = build_generator(backend, path, **kwargs)
 
     def info(self):
         return self.gen.info
@@ -128,22 +129,17 @@ class EvaluatorActor:
         concurrency: Requests in flight.
         key_env: Variable holding the key (read here, on this node).
         key_file: Or a file holding it.
-        require_key: Fail if no key is found (remote endpoints).
         limiter: Optional :class:`RateLimiterActor` handle.
     """
 
     def __init__(self, client_kwargs: dict[str, Any], concurrency: int, key_env: str,
-                 key_file: str | None, require_key: bool, limiter=None) -> None:
+                 key_file: str | None, limiter=None) -> None:
         _setup_logging()
-        from izray.errors import EndpointError
         from izray.evaluation import BlackBoxClient, Evaluator
 
+        # No key is fine for servers without auth; one that needs a key answers 401, which
+        # fails the run at its first check with a message naming the key variable.
         key = read_api_key(key_env, key_file)
-        if require_key and key is None:
-            where = f"file {key_file}" if key_file else f"${key_env}"
-            raise EndpointError(f"no API key: {where} is empty or unset on node "
-                                f"{ray.util.get_node_ip_address()}; set it there (or "
-                                "evaluator.api_key_file on a shared path)")
         self.client = BlackBoxClient(api_key=key, key_env=key_env,
                                      limiter=_RemoteLimiter(limiter) if limiter else None,
                                      **client_kwargs)

@@ -118,8 +118,8 @@ class EvaluatorPool:
                 "max_task_retries": ACTOR_MAX_TASK_RETRIES, "max_concurrency": 1000,
                 "runtime_env": {"env_vars": ACTOR_ENV}}
         self.slots = [_Slot(EvaluatorActor.options(**opts).remote(
-            client_kwargs, cfg.concurrency, cfg.api_key_env, cfg.api_key_file,
-            not cfg.embedded, limiter)) for _ in range(cfg.num_actors)]
+            client_kwargs, cfg.concurrency, cfg.api_key_env, cfg.api_key_file, limiter))
+            for _ in range(cfg.num_actors)]
         self.calls: dict[ray.ObjectRef, _Slot] = {}
         self._rr = itertools.count()
 

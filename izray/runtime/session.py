@@ -17,7 +17,7 @@ from izray.errors import IzrayError
 from izray.evaluation import resolve_api
 from izray.generation import ModelInfo
 from izray.models import BUILTIN_MODELS, resolve_model
-from izray.runtime.actors import ACTOR_ENV, RateLimiterActor, ServerActor
+from izray.runtime.actors import ACTOR_ENV, RateLimiterActor, ServerActor, read_api_key
 from izray.runtime.pools import EvaluatorPool, GeneratorPool
 
 log = logging.getLogger("izray")
@@ -87,9 +87,15 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
     Raises:
         IzrayError: a model cannot be loaded, the endpoint is unreachable or rejects the key.
     """
-    _check_model_name(cfg.generator.model)
+    if cfg.generator.backend != "sim":
+        _check_model_name(cfg.generator.model)
     if cfg.evaluator.embedded:
         _check_model_name(cfg.server.model)
+    ev = cfg.evaluator
+    if not ev.embedded and read_api_key(ev.api_key_env, ev.api_key_file) is None:
+        where = f"file {ev.api_key_file}" if ev.api_key_file else f"${ev.api_key_env}"
+        log.warning("no API key in %s here; calls go without one (fine for servers without "
+                    "auth; on a cluster the evaluator actors read it on their own nodes)", where)
     owns = init_ray(cfg)
     extra = []
     t0 = time.monotonic()
@@ -118,7 +124,6 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
         info = GeneratorPool.check_infos(ray.get(info_refs))
         base_url = ray.get(server_ref) if server_ref else cfg.evaluator.base_url
         model = C.EMBEDDED_MODEL_NAME if cfg.evaluator.embedded else cfg.evaluator.model
-        ev = cfg.evaluator
         client_kwargs = {"base_url": base_url, "model": model, "api": resolve_api(ev),
                          "temperature": ev.temperature, "max_tokens": ev.max_tokens,
                          "stop": ev.stop, "timeout_s": ev.timeout_s,

@@ -1,0 +1,89 @@
+"""Config: defaults, YAML + --set overrides, validation messages naming field and value."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from izray.config import RunConfig, config_from_dict, config_to_dict, load_config
+from izray.errors import ConfigError
+
+
+def test_defaults_are_the_papers_setting():
+    cfg = RunConfig()
+    assert (cfg.bo.budget, cfg.bo.n_init) == (150, 25)
+    assert (cfg.softprompt.dim, cfg.softprompt.n_tokens) == (10, 5)
+    assert (cfg.tasks.n_exemplars, cfg.tasks.n_dev) == (5, 20)
+    assert cfg.evaluator.embedded and cfg.evaluator.temperature == 0.0
+
+
+def test_yaml_and_dotted_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\nbo:\n  budget: 40\n  n_init: 10\ntasks:\n  names: [a, b]\n")
+    cfg = load_config(path, ["bo.budget=60", "evaluator.rpm=500", "tasks.names=[x]",
+                             'evaluator.stop=["\\n", "END"]'])
+    assert cfg.seed == 3 and cfg.bo.budget == 60 and cfg.bo.n_init == 10
+    assert cfg.evaluator.rpm == 500.0 and isinstance(cfg.evaluator.rpm, float)
+    assert cfg.tasks.names == ("x",)
+    assert cfg.evaluator.stop == ("\n", "END")
+
+
+def test_comma_separated_names_and_null():
+    cfg = config_from_dict({}, ["tasks.names=a,b", "tasks.n_test=null"])
+    assert cfg.tasks.names == ("a", "b") and cfg.tasks.n_test is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["bo.budjet=3"], "unknown config key 'bo.budjet' (did you mean 'bo.budget'?)"),
+        (["nope=1"], "unknown config key 'nope'"),
+        (["bo.budget=abc"], "bo.budget: expected an integer (got 'abc')"),
+        (["bo.budget=0"], "bo.budget: must be >= 1 (got 0)"),
+        (["bo.n_init=30", "bo.budget=20"], "bo.n_init: must be <= bo.budget (20) (got 30)"),
+        (["generator.backend=tpu"], "generator.backend: must be one of vllm, hf, sim (got 'tpu')"),
+        (["evaluator.base_url=ftp://x"], "evaluator.base_url: must be an http(s) URL"),
+        (["evaluator.base_url=http://h/v1"], "evaluator.model: name the model served"),
+        (["evaluator.template=no fields"], "evaluator.template: must contain {instruction}"),
+        (["evaluator.rpm=-1"], "evaluator.rpm: must be > 0 or null (got -1.0)"),
+        (["softprompt.scale=0"], "softprompt.scale: must be in (0, 100] (got 0.0)"),
+        (["tasks.names=[]"], "tasks.names: name at least one task"),
+        (["bo=3"], "bo: expected a mapping of keys (got 3)"),
+        (["seed=true"], "seed: expected an integer (got True)"),
+        (["justakey"], "expected key=value with a dotted key"),
+    ],
+)
+def test_bad_values_name_field_and_value(overrides, needle):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({}, overrides)
+    msg = str(err.value)
+    assert needle in msg
+    assert "\n" not in msg
+
+
+def test_malformed_yaml_says_where(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("bo:\n  budget: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML at line \d+"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_top_level_must_be_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+def test_saved_config_has_no_credentials():
+    cfg = config_from_dict({}, ["evaluator.base_url=https://user:s3cret@api.example.com/v1",
+                                "evaluator.model=m"])
+    text = json.dumps(config_to_dict(cfg))
+    assert "s3cret" not in text and "***@api.example.com" in text
+    assert config_to_dict(cfg)["tasks"]["names"] == list(cfg.tasks.names)

@@ -1,0 +1,112 @@
+"""The driver end to end on real Ray, with the simulated generator and the real openai client
+against the black-box simulator (a real HTTP server on loopback). Fast: seconds per run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from izray.cli import main, run_config
+from izray.config import config_from_dict
+
+
+def sim_config(sim, *extra: str):
+    return config_from_dict({}, [
+        "tasks.names=[plural, larger_number]", "generator.backend=sim",
+        f"evaluator.base_url={sim.base_url}", "evaluator.model=sim-model",
+        "bo.budget=12", "bo.n_init=4", "bo.batch_size=3", "tasks.n_test=10", *extra])
+
+
+def read_history(out):
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_contract_outputs(ray_local, simulator, tmp_path, capsys):
+    sim = simulator(latency_ms=(1, 5))
+    out = tmp_path / "run"
+    assert run_config(sim_config(sim), out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    history = read_history(out)
+    assert set(summary["tasks"]) == {"plural", "larger_number"}
+    for name, r in summary["tasks"].items():
+        assert isinstance(r["best_instruction"], str) and r["best_instruction"]
+        assert 0.0 <= r["dev_score"] <= 1.0 and 0.0 <= r["test_score"] <= 1.0
+        assert r["queries"] == 12
+        for key in ("api_calls", "prompt_tokens", "completion_tokens"):
+            assert isinstance(r[key], int) and r[key] > 0
+        assert r["wall_s"] > 0
+        lines = [h for h in history if h["task"] == name]
+        assert len(lines) == 12
+        assert [h["step"] for h in lines] == list(range(1, 13))
+        assert r["dev_score"] == max(h["dev_score"] for h in lines)
+        assert all(len(h["z"]) == 10 and all(-1 <= v <= 1 for v in h["z"]) for h in lines)
+    assert set(history[0]) >= {"task", "step", "z", "instruction", "dev_score", "cached", "t"}
+    assert summary["config"]["bo"]["budget"] == 12
+    # Every request the server saw is accounted, and none was paid twice.
+    assert sim.stats.requests == sum(r["api_calls"] for r in summary["tasks"].values())
+    assert sim.stats.as_dict()["repeated_prompts"] == 0
+    # Identical instructions are evaluated once: calls = (distinct instructions) x n_dev.
+    for name, r in summary["tasks"].items():
+        lines = [h for h in history if h["task"] == name]
+        distinct = {h["instruction"] for h in lines}
+        assert sum(not h["cached"] for h in lines) == len(distinct)
+        assert r["api_calls"] == 20 * len(distinct) + 10
+    # The simulated landscape has a right answer; BO finds an instruction that names it.
+    assert summary["tasks"]["plural"]["dev_score"] >= 0.7
+    printed = capsys.readouterr().out
+    assert "best instruction:" in printed and "test score" in printed
+
+
+def test_failed_candidates_are_recorded_not_scored_zero(ray_local, simulator, tmp_path):
+    sim = simulator(fail_500=0.02, seed=3)
+    out = tmp_path / "run"
+    cfg = sim_config(sim, "evaluator.max_attempts=1", "tasks.names=[plural]")
+    assert run_config(cfg, out) == 0
+    history = read_history(out)
+    failed = [h for h in history if "error" in h]
+    assert failed, "with 2% 500s and no retries some candidates must fail"
+    assert all(h["dev_score"] is None for h in failed)
+    summary = json.loads((out / "summary.json").read_text())["tasks"]["plural"]
+    assert summary["queries"] == 12 and summary["failed_queries"] == len(failed)
+    assert sim.stats.requests == summary["api_calls"]
+
+
+def test_unreachable_endpoint_is_one_line_error_and_leaves_nothing(ray_local, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--tasks", "plural", "--out", str(out), "--set", "generator.backend=sim",
+                 "--set", "evaluator.base_url=http://127.0.0.1:9/v1", "--set",
+                 "evaluator.model=m", "--set", "bo.budget=4", "--set", "bo.n_init=2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert err[-1].startswith("izray: error: cannot reach http://127.0.0.1:9/v1")
+    assert not out.exists()
+
+
+def test_unknown_model_fails_fast(ray_local, simulator, tmp_path, capsys):
+    sim = simulator()
+    code = main(["run", "--tasks", "plural", "--out", str(tmp_path / "r"), "--set",
+                 "generator.backend=sim", "--set", f"evaluator.base_url={sim.base_url}",
+                 "--set", "evaluator.model=gpt-nope", "--set", "bo.budget=4", "--set",
+                 "bo.n_init=2"])
+    assert code != 0
+    assert "model 'gpt-nope' is not served" in capsys.readouterr().err
+    assert sim.stats.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--tasks", "no_such_task"], "task 'no_such_task'"),
+        (["--set", "bo.budget=x"], "bo.budget: expected an integer"),
+        (["--data-dir", "/nonexistent/dir", "--tasks", "antonyms"], "/nonexistent/dir"),
+    ],
+)
+def test_bad_input_before_anything_starts(args, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("IZRAY_DATA_DIR", raising=False)
+    out = tmp_path / "r"
+    code = main(["run", "--out", str(out), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("izray: error:") and needle in err and len(err.splitlines()) == 1
+    assert not out.exists()
