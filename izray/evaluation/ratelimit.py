@@ -98,9 +98,17 @@ class RateLimiter:
         return max(0.0, start - now)
 
     def settle(self, estimated: int, actual: int) -> None:
-        """Correct the token clock once a call's real usage is known."""
+        """Correct the token clock once a call's real usage is known.
+
+        Over-estimates are given back, but never as credit for time that has already passed
+        (an idle limiter cannot bank returned tokens into a later burst).
+        """
         if self.tpm is not None and actual != estimated:
-            self._tok_tat += (actual - estimated) * 60.0 / (self.tpm * self.stats.factor)
+            delta = (actual - estimated) * 60.0 / (self.tpm * self.stats.factor)
+            if delta > 0:
+                self._tok_tat += delta
+            else:
+                self._tok_tat = max(self._tok_tat + delta, min(self._tok_tat, self.clock()))
         self.stats.tokens_reserved += actual - estimated
 
     def on_throttled(self, retry_after: float | None) -> None:

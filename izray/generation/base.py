@@ -64,7 +64,7 @@ class Generator(abc.ABC):
         embeds = [self.assembler.assemble(r.soft, r.text) for r in requests]
         raws = self._generate_embeds(embeds)
         return [GenerationResult(r.key, clean_instruction(_cut(raw)), raw)
-                for r, raw in zip(requests, raws)]
+                for r, raw in zip(requests, raws, strict=True)]
 
 
 def _cut(raw: str) -> str:
@@ -128,7 +128,7 @@ def local_checkpoint(model: str) -> Path:
     path = Path(model)
     if path.is_dir():
         return path
-    from huggingface_hub import snapshot_download  # noqa: PLC0415 - only for hub ids
+    from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.model",
                                                          "*.txt", "*.tiktoken"]))

@@ -14,6 +14,7 @@ interrupted call on the new instance (``max_task_retries``), so no candidate is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -178,10 +179,8 @@ class ServerActor:
         self.server.stop()
 
     def __del__(self) -> None:  # pragma: no cover - best effort at actor exit
-        try:
+        with contextlib.suppress(Exception):
             self.server.stop()
-        except Exception:
-            pass
 
 
 @ray.remote

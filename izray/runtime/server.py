@@ -81,7 +81,8 @@ class LocalModelServer:
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                     preexec_fn=_die_with_parent, start_new_session=True)
+                                     preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, thread-safe
+                                     start_new_session=True)
         if out is not subprocess.DEVNULL:
             out.close()
 

@@ -40,10 +40,11 @@ class Session:
 
     def shutdown(self) -> None:
         for actor in self.extra_actors:
-            try:
-                ray.get(actor.stop.remote(), timeout=60) if hasattr(actor, "stop") else None
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
+            if hasattr(actor, "stop"):
+                try:
+                    ray.get(actor.stop.remote(), timeout=60)
+                except Exception as err:  # noqa: BLE001 - best effort on the way out
+                    log.debug("stopping %s: %s", actor, err)
             ray.kill(actor)
         self.generators.shutdown()
         self.evaluators.shutdown()

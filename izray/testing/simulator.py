@@ -140,7 +140,7 @@ def follow(instruction: str, input_text: str) -> str:
 def parse_prompt(prompt: str) -> tuple[str, str]:
     """The last ``Instruction:`` and ``Input:`` of a prompt (a primer may precede them)."""
     instr = re.findall(r"Instruction:\s*(.*?)\s*(?:\n|$)", prompt)
-    inputs = re.findall(r"Input:\s*(.*?)\s*(?:\nOutput:|$)", prompt, flags=re.S)
+    inputs = re.findall(r"Input:\s*(.*?)\s*(?:\nOutput:|$)", prompt, flags=re.DOTALL)
     return (instr[-1] if instr else ""), (inputs[-1] if inputs else prompt.strip())
 
 

@@ -1,0 +1,53 @@
+"""`izray run` end to end through the real path: vLLM generator actor, the embedded vLLM
+OpenAI server on the small real model, the openai client, BoTorch, on shared tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def izray(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, "-m", "izray.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, check=False)
+
+
+def test_run_on_shared_tasks_with_real_engines(tmp_path, ii_data_dir, small_model):
+    # A data directory in the shared format that izray has never seen: a renamed copy of one
+    # shared task next to the small informal_to_formal task (15 examples).
+    data = tmp_path / "data"
+    for split in ("induce", "execute"):
+        (data / split).mkdir(parents=True)
+        shutil.copy(ii_data_dir / split / "larger_animal.json", data / split / "bigger_beast.json")
+        shutil.copy(ii_data_dir / split / "informal_to_formal.json",
+                    data / split / "informal_to_formal.json")
+    out = tmp_path / "run"
+    proc = izray("run", "--data-dir", str(data), "--tasks", "bigger_beast,informal_to_formal",
+                 "--out", str(out), "--set", "bo.budget=6", "--set", "bo.n_init=4",
+                 "--set", "bo.batch_size=3", "--set", "tasks.n_test=10",
+                 "--set", "generator.max_new_tokens=32")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["tasks"]) == {"bigger_beast", "informal_to_formal"}
+    history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    for name, r in summary["tasks"].items():
+        assert r["queries"] == 6
+        assert isinstance(r["best_instruction"], str)
+        assert 0.0 <= r["dev_score"] <= 1.0 and 0.0 <= r["test_score"] <= 1.0
+        assert r["api_calls"] > 0 and r["prompt_tokens"] > 0 and r["completion_tokens"] > 0
+        assert len([h for h in history if h["task"] == name]) == 6
+    # informal_to_formal has 15 examples: 5 exemplars leave a non-empty dev split of 10
+    assert summary["tasks"]["informal_to_formal"]["n_dev"] == 10
+    assert summary["tasks"]["informal_to_formal"]["metric"] == "f1"
+    assert (out / "state" / "bigger_beast.projection.npz").is_file()
+    assert "best instruction:" in proc.stdout
+    assert "bigger_beast" in proc.stdout
