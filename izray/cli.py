@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     fetch = data_sub.add_parser("fetch", help="download the public Instruction Induction data")
     fetch.add_argument("dir", nargs="?", default="data/instruction_induction",
                        help="where to put it (default: ./data/instruction_induction)")
+    fetch.add_argument("--url", help="mirror of the GitHub tree's data/raw folder")
+    fetch.add_argument("--tasks", help="comma-separated subset of the 24 tasks")
     return p
 
 
@@ -91,7 +93,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from izray.tasks import fetch_instruction_induction
 
     dest = Path(args.dir)
-    paths = fetch_instruction_induction(dest, progress=lambda msg: log.info("%s", msg))
+    kwargs = {}
+    if args.url:
+        kwargs["base_url"] = args.url.rstrip("/")
+    if args.tasks:
+        kwargs["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    paths = fetch_instruction_induction(dest, progress=lambda msg: log.info("%s", msg), **kwargs)
     print(f"{len(paths)} files in {dest}; use them with --data-dir {dest} "
           f"or export IZRAY_DATA_DIR={dest.resolve()}")
     return 0
