@@ -95,7 +95,10 @@ class GeneratorConfig:
         dtype: Weights dtype (``auto``: the engine's choice; use ``float32`` on CPUs).
         max_new_tokens: Tokens generated per instruction (greedy).
         cue: Text after the exemplars that makes the model state the instruction.
-        num_actors: Generator actors (each holds one engine).
+        num_actors: Generator actors (each holds one engine), or ``auto``: as many as the
+            cluster's GPUs allow (``num_gpus * tensor_parallel_size`` each), growing when the
+            autoscaler adds GPU nodes.
+        max_actors: Cap for ``auto``.
         num_gpus: GPUs per actor (0 on CPU machines).
         num_cpus: Logical CPUs Ray reserves per actor.
         tensor_parallel_size: GPUs one engine shards the model over.
@@ -110,7 +113,8 @@ class GeneratorConfig:
     dtype: str = "auto"
     max_new_tokens: int = C.MAX_NEW_TOKENS
     cue: str = C.INDUCTION_CUE
-    num_actors: int = 1
+    num_actors: int | Literal["auto"] = 1
+    max_actors: int | None = None
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     tensor_parallel_size: int = 1
@@ -125,7 +129,10 @@ class GeneratorConfig:
                "must be auto, float32, float16 or bfloat16", self.dtype)
         _check(8 <= self.max_new_tokens <= 512, "generator.max_new_tokens", "must be in [8, 512]",
                self.max_new_tokens)
-        _check(self.num_actors >= 1, "generator.num_actors", "must be >= 1", self.num_actors)
+        _check(self.num_actors == "auto" or self.num_actors >= 1, "generator.num_actors",
+               "must be >= 1 or auto", self.num_actors)
+        _check(self.max_actors is None or self.max_actors >= 1, "generator.max_actors",
+               "must be >= 1 or null", self.max_actors)
         _check(self.num_gpus >= 0, "generator.num_gpus", "must be >= 0", self.num_gpus)
         _check(self.num_cpus >= 0, "generator.num_cpus", "must be >= 0", self.num_cpus)
         _check(self.tensor_parallel_size >= 1, "generator.tensor_parallel_size", "must be >= 1",
@@ -314,6 +321,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
+def _describe_type(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(map(str, typing.get_args(tp)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, _type_name(tp))
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; convert YAML forms (lists to tuples)."""
     origin = typing.get_origin(tp)
@@ -321,15 +335,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in options:
             try:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(err)
-        raise errors[0]
+        if len(options) == 1:
+            raise errors[0]
+        wanted = " or ".join(_describe_type(a) for a in options)
+        raise ConfigError(f"{key}: expected {wanted} (got {value!r})")
     if origin is Literal:
         _check(value in args, key, "must be one of " + ", ".join(map(str, args)), value)
         return value

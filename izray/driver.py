@@ -25,16 +25,10 @@ import ray
 from izray.bo import ProposalSettings, TaskOptimizer
 from izray.config import RunConfig, config_to_dict
 from izray.errors import IzrayError
-from izray.evaluation import (
-    CachedAnswer,
-    CallOutcome,
-    ResponseCache,
-    cache_key,
-    resolve_api,
-    template_for,
-)
+from izray.evaluation import ResponseCache, resolve_api, template_for
 from izray.generation import GenerationRequest, ModelInfo, induction_text
 from izray.report import CACHE, RunDir
+from izray.runtime.calls import CallBroker, Usage
 from izray.softprompt import SoftPromptProjection, stable_seed
 from izray.tasks import Example, Splits, Task, load_task, make_splits, score
 
@@ -42,6 +36,11 @@ log = logging.getLogger("izray")
 
 #: Seconds between status lines while running.
 STATUS_EVERY_S = 30.0
+#: Seconds between checks for new cluster capacity (elastic generator pool).
+SCALE_EVERY_S = 15.0
+#: A task may keep up to this many times ``bo.batch_size`` candidates in flight when other
+#: tasks have finished and freed their share of the pipeline.
+MAX_SHARE_FACTOR = 3
 
 
 @dataclass
@@ -114,8 +113,15 @@ class Driver:
                                            induction_text(splits.exemplars, cfg.generator.cue))
         self.generators = None
         self.evaluators = None
+        self.broker: CallBroker | None = None
         self.call_settings: dict[str, Any] = {}
         self._last_status = 0.0
+        self._last_scale = 0.0
+        self.proposal_seconds = 0.0
+        self.proposals = 0
+
+    def _register(self, ref: ray.ObjectRef, callback: Callable[[ray.ObjectRef], None]) -> None:
+        self.handlers[ref] = callback
 
     # ---------------------------------------------------------------- set-up
 
@@ -124,6 +130,8 @@ class Driver:
         self.generators = generators
         self.evaluators = evaluators
         self.call_settings = call_settings
+        self.broker = CallBroker(self.cache, call_settings, evaluators.submit, evaluators.finish,
+                                 self._register)
         sp = self.cfg.softprompt
         for run in self.runs.values():
             run.projection = SoftPromptProjection.create(
@@ -138,10 +146,14 @@ class Driver:
         for run in self.runs.values():
             run.t_start = self.clock()
         while not all(r.finished for r in self.runs.values()):
+            self._scale()
+            share = self._share()
             for run in self.runs.values():
-                self._fill(run)
+                self._fill(run, share)
             for ref in self.generators.pump():
                 self.handlers[ref] = self._on_generated
+            for ref in self.generators.starting_refs():
+                self.handlers.setdefault(ref, self.generators.on_started)
             if not self.handlers:
                 stuck = [r.name for r in self.runs.values() if not r.finished]
                 raise IzrayError(f"internal error: nothing in flight for tasks {stuck}")
@@ -155,7 +167,24 @@ class Driver:
         self.out.write_summary(summary)
         return summary
 
-    def _fill(self, run: TaskRun) -> None:
+    def _scale(self) -> None:
+        now = self.clock()
+        if now - self._last_scale >= SCALE_EVERY_S:
+            self._last_scale = now
+            self.generators.scale()
+
+    def _share(self) -> int:
+        """Candidates in flight allowed per task: ``bo.batch_size``, more once tasks finish.
+
+        The pipeline holds ``n_tasks * batch_size`` candidates; a finished task's share is
+        spread over the tasks still running (up to ``MAX_SHARE_FACTOR * batch_size`` each), so
+        the tail of a run keeps the pools busy. No task ever gets less than ``batch_size``.
+        """
+        q = self.cfg.bo.batch_size
+        active = sum(not r.opt.done for r in self.runs.values()) or 1
+        return max(q, min(MAX_SHARE_FACTOR * q, (len(self.runs) * q) // active))
+
+    def _fill(self, run: TaskRun, share: int) -> None:
         """Start a proposal if the task has room for more candidates in flight."""
         if run.finished or run.proposing:
             return
@@ -164,7 +193,7 @@ class Driver:
             if not run.test_started:
                 self._start_test(run)
             return
-        room = min(self.cfg.bo.batch_size - opt.n_pending, opt.remaining)
+        room = min(share - opt.n_pending, opt.remaining)
         if room <= 0:
             return
         if opt.phase == "init":
@@ -189,6 +218,8 @@ class Driver:
         cands = run.opt.accept(result)
         if not cands and run.opt.n_pending == 0:  # every point was a near-duplicate
             cands = run.opt.sobol_candidates(self.cfg.bo.batch_size, force=True)
+        self.proposals += 1
+        self.proposal_seconds += result.seconds
         log.debug("[%s] proposal: %d points in %.1f s", run.name, len(cands), result.seconds)
         self._accept(run, cands)
 
@@ -220,42 +251,19 @@ class Driver:
             run.waiting[instruction].append(cand)
             return
         run.waiting[instruction] = [cand]
-        self._call(run, self._prompts(instruction, run.splits.dev),
-                   lambda answers, calls, error: self._on_dev_scored(run, instruction, answers,
-                                                                     calls, error))
+        self.broker.request(self._prompts(instruction, run.splits.dev),
+                            lambda answers, usage, error: self._on_dev_scored(
+                                run, instruction, answers, usage, error))
 
-    def _call(self, run: TaskRun, prompts: list[str], done: Callable) -> None:
-        """Answer ``prompts`` from the cache, calling the API only for the misses."""
-        keys = [cache_key(self.call_settings, p) for p in prompts]
-        hits = self.cache.get_many(keys)
-        missing = [i for i, k in enumerate(keys) if k not in hits]
-        if not missing:
-            done([hits[k].text for k in keys], 0, None)
-            return
-        ref = self.evaluators.submit([prompts[i] for i in missing])
+    def _charge(self, run: TaskRun, usage: Usage) -> None:
+        run.api_calls += usage.calls
+        run.prompt_tokens += usage.prompt_tokens
+        run.completion_tokens += usage.completion_tokens
 
-        def on_answers(r: ray.ObjectRef) -> None:
-            self.evaluators.finish(r)
-            outcomes: list[CallOutcome] = _get(r)
-            new, error, calls = {}, None, 0
-            for i, oc in zip(missing, outcomes, strict=True):
-                calls += oc.attempts
-                if oc.ok:
-                    new[keys[i]] = CachedAnswer(oc.text, oc.prompt_tokens, oc.completion_tokens)
-                    run.prompt_tokens += oc.prompt_tokens
-                    run.completion_tokens += oc.completion_tokens
-                elif error is None:
-                    error = oc.error
-            run.api_calls += calls
-            self.cache.put_many(new)
-            hits.update(new)
-            answers = [hits[k].text if k in hits else None for k in keys]
-            done(answers, calls, error)
-
-        self.handlers[ref] = on_answers
-
-    def _on_dev_scored(self, run: TaskRun, instruction: str, answers: list, calls: int,
+    def _on_dev_scored(self, run: TaskRun, instruction: str, answers: list, usage: Usage,
                        error: str | None) -> None:
+        self._charge(run, usage)
+        calls = usage.calls
         cands = run.waiting.pop(instruction)
         if error is not None:
             log.warning("[%s] candidate failed after retries: %s", run.name, error)
@@ -263,7 +271,8 @@ class Driver:
                 self._tell(run, cand, instruction, cached=False, calls=calls if i == 0 else 0,
                            error=error)
             return
-        per_example = [score(run.task.metric, a, ex.answers) for a, ex in zip(answers, run.splits.dev, strict=True)]
+        per_example = [score(run.task.metric, a, ex.answers)
+                       for a, ex in zip(answers, run.splits.dev, strict=True)]
         run.scores[instruction] = (float(np.mean(per_example)), per_example)
         for i, cand in enumerate(cands):
             self._tell(run, cand, instruction, cached=(i > 0 or calls == 0),
@@ -305,7 +314,8 @@ class Driver:
         log.info("[%s] budget spent; scoring the best instruction on %d test examples",
                  run.name, len(run.splits.test))
 
-        def done(answers: list, calls: int, error: str | None) -> None:
+        def done(answers: list, usage: Usage, error: str | None) -> None:
+            self._charge(run, usage)
             if error is not None:
                 log.warning("[%s] test evaluation failed: %s", run.name, error)
                 self._finish(run, None)
@@ -313,7 +323,7 @@ class Driver:
             scores = [score(run.task.metric, a, ex.answers) for a, ex in zip(answers, run.splits.test, strict=True)]
             self._finish(run, float(np.mean(scores)))
 
-        self._call(run, self._prompts(best.instruction, run.splits.test), done)
+        self.broker.request(self._prompts(best.instruction, run.splits.test), done)
 
     def _finish(self, run: TaskRun, test_score: float | None) -> None:
         run.test_score = test_score
@@ -334,11 +344,15 @@ class Driver:
             return
         self._last_status = now
         runs = list(self.runs.values())
-        log.info("status: %d/%d tasks done, %d/%d queries, %d API calls, %d generate calls "
-                 "in flight, %d queued, %.0f s", sum(r.finished for r in runs), len(runs),
-                 sum(r.queries for r in runs), len(runs) * self.cfg.bo.budget,
-                 sum(r.api_calls for r in runs), self.generators.active_calls,
-                 len(self.generators.queue), now - self.t0)
+        elapsed = max(now - self.t0, 1e-9)
+        calls = sum(r.api_calls for r in runs)
+        log.info("status: %d/%d tasks done, %d/%d queries, %d API calls (%.0f/min), "
+                 "%d generator actor(s), %d generate calls in flight, %d queued, %d prompts in "
+                 "flight, %d proposals (%.1f s CPU), %.0f s", sum(r.finished for r in runs),
+                 len(runs), sum(r.queries for r in runs), len(runs) * self.cfg.bo.budget, calls,
+                 60.0 * calls / elapsed, self.generators.size, self.generators.active_calls,
+                 len(self.generators.queue), self.broker.inflight, self.proposals,
+                 self.proposal_seconds, elapsed)
 
     def summary(self) -> dict[str, Any]:
         """The ``summary.json`` contract (see README "Outputs")."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,25 @@ class GeneratorActor:
 
         path = model if backend == "sim" else resolve_model(model)
         self.gen = build_generator(backend, path, **kwargs)
+        self.calls = 0
+        self.prompts = 0
+        self.busy_s = 0.0
 
     def info(self):
         return self.gen.info
 
     def generate(self, requests):
-        return self.gen.generate(requests)
+        t0 = time.monotonic()
+        try:
+            return self.gen.generate(requests)
+        finally:
+            self.calls += 1
+            self.prompts += len(requests)
+            self.busy_s += time.monotonic() - t0
+
+    def stats(self) -> dict:
+        return {"calls": self.calls, "prompts": self.prompts, "busy_s": self.busy_s,
+                "pid": os.getpid()}
 
     def pid(self) -> int:
         return os.getpid()
@@ -71,6 +85,10 @@ class RateLimiterActor:
         self.lim = RateLimiter(rpm, tpm)
         if state:
             self.lim.set_state(state)
+
+    def configure(self, rpm: float | None, tpm: float | None) -> None:
+        """Adopt the limits of a (re)starting run; the pacing state is kept."""
+        self.lim.rpm, self.lim.tpm = rpm, tpm
 
     def reserve(self, tokens: int) -> float:
         return self.lim.reserve(tokens)

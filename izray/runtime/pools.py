@@ -37,10 +37,23 @@ GENERATOR_INFLIGHT = 2
 class _Slot:
     actor: Any
     inflight: set = field(default_factory=set)
+    ready: bool = True
+    info_ref: Any = None
+
+
+def auto_pool_size(cluster_gpus: float, gpus_per_actor: float, max_actors: int | None) -> int:
+    """Generator actors that fit the cluster's GPUs (at least 1; capped by ``max_actors``)."""
+    n = int(cluster_gpus // gpus_per_actor) if gpus_per_actor > 0 else 1
+    n = max(1, n)
+    return min(n, max_actors) if max_actors else n
 
 
 class GeneratorPool:
-    """``num_actors`` generator actors fed from one queue.
+    """Generator actors fed from one queue; elastic when ``num_actors`` is ``auto``.
+
+    With ``auto`` the pool starts with as many actors as the cluster's GPUs allow and
+    :meth:`scale` adds actors when the autoscaler has added GPU nodes. New actors take work
+    once their engine is up.
 
     Args:
         cfg: Generator section of the config.
@@ -49,18 +62,77 @@ class GeneratorPool:
 
     def __init__(self, cfg: GeneratorConfig, seed: int) -> None:
         self.cfg = cfg
-        kwargs = {"dtype": cfg.dtype, "max_new_tokens": cfg.max_new_tokens,
-                  "max_model_len": cfg.max_model_len, "tensor_parallel_size": cfg.tensor_parallel_size,
-                  "gpu_memory_utilization": cfg.gpu_memory_utilization,
-                  "kv_cache_gb": cfg.kv_cache_gb, "seed": seed, "max_batch": cfg.max_batch}
-        opts = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus * cfg.tensor_parallel_size,
-                "max_restarts": ACTOR_MAX_RESTARTS, "max_task_retries": ACTOR_MAX_TASK_RETRIES,
-                "runtime_env": {"env_vars": ACTOR_ENV}}
-        self.slots = [_Slot(GeneratorActor.options(**opts).remote(cfg.backend, cfg.model, kwargs))
-                      for _ in range(cfg.num_actors)]
+        self.kwargs = {"dtype": cfg.dtype, "max_new_tokens": cfg.max_new_tokens,
+                       "max_model_len": cfg.max_model_len,
+                       "tensor_parallel_size": cfg.tensor_parallel_size,
+                       "gpu_memory_utilization": cfg.gpu_memory_utilization,
+                       "kv_cache_gb": cfg.kv_cache_gb, "seed": seed, "max_batch": cfg.max_batch}
+        self.gpus_per_actor = cfg.num_gpus * cfg.tensor_parallel_size
+        self.opts = {"num_cpus": cfg.num_cpus, "num_gpus": self.gpus_per_actor,
+                     "max_restarts": ACTOR_MAX_RESTARTS,
+                     "max_task_retries": ACTOR_MAX_TASK_RETRIES,
+                     "runtime_env": {"env_vars": ACTOR_ENV}}
+        self.slots: list[_Slot] = []
         self.queue: deque[GenerationRequest] = deque()
         self.batches: dict[ray.ObjectRef, tuple[_Slot, list[GenerationRequest]]] = {}
-        self.busy_s = 0.0
+        for _ in range(self.target_size()):
+            self._add(ready=True)
+
+    @property
+    def elastic(self) -> bool:
+        return self.cfg.num_actors == "auto"
+
+    def target_size(self) -> int:
+        """How many actors the pool should have now."""
+        if not self.elastic:
+            return int(self.cfg.num_actors)
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        return auto_pool_size(gpus, self.gpus_per_actor, self.cfg.max_actors)
+
+    def _add(self, ready: bool) -> _Slot:
+        actor = GeneratorActor.options(**self.opts).remote(self.cfg.backend, self.cfg.model,
+                                                           self.kwargs)
+        slot = _Slot(actor, ready=ready)
+        if not ready:
+            slot.info_ref = actor.info.remote()
+        self.slots.append(slot)
+        return slot
+
+    def scale(self) -> int:
+        """Grow an elastic pool to the cluster's current GPU capacity; returns actors added."""
+        if not self.elastic:
+            return 0
+        added = 0
+        while len(self.slots) < self.target_size():
+            self._add(ready=False)
+            added += 1
+        if added:
+            log.info("generator pool: %d new actor(s) for new GPU capacity (pool of %d)", added,
+                     len(self.slots))
+        return added
+
+    def starting_refs(self) -> list[ray.ObjectRef]:
+        """Refs that resolve when newly added actors are ready."""
+        return [s.info_ref for s in self.slots if not s.ready and s.info_ref is not None]
+
+    def on_started(self, ref: ray.ObjectRef) -> None:
+        for slot in self.slots:
+            if slot.info_ref == ref:
+                slot.info_ref = None
+                try:
+                    ray.get(ref)
+                    slot.ready = True
+                    log.info("generator pool: a new actor is ready (%d ready)",
+                             sum(s.ready for s in self.slots))
+                except ray.exceptions.RayError as err:
+                    log.warning("generator pool: a new actor failed to start: %s",
+                                str(err).splitlines()[0][:200])
+                    self.slots.remove(slot)
+                return
+
+    @property
+    def size(self) -> int:
+        return sum(s.ready for s in self.slots)
 
     def info_refs(self) -> list[ray.ObjectRef]:
         return [s.actor.info.remote() for s in self.slots]
@@ -77,16 +149,23 @@ class GeneratorPool:
         self.queue.extend(requests)
 
     def pump(self) -> list[ray.ObjectRef]:
-        """Send queued requests to actors with free capacity; returns the new refs."""
+        """Send queued requests to ready actors with free capacity; returns the new refs.
+
+        Requests are spread over the free actors, so a burst is shared instead of filling the
+        first actor's batch.
+        """
         refs = []
-        for slot in sorted(self.slots, key=lambda s: len(s.inflight)):
-            while self.queue and len(slot.inflight) < GENERATOR_INFLIGHT:
-                n = min(self.cfg.max_batch, len(self.queue))
-                batch = [self.queue.popleft() for _ in range(n)]
-                ref = slot.actor.generate.remote(batch)
-                slot.inflight.add(ref)
-                self.batches[ref] = (slot, batch)
-                refs.append(ref)
+        while self.queue:
+            free = [s for s in self.slots if s.ready and len(s.inflight) < GENERATOR_INFLIGHT]
+            if not free:
+                break
+            slot = min(free, key=lambda s: len(s.inflight))
+            n = min(self.cfg.max_batch, max(1, -(-len(self.queue) // len(free))))
+            batch = [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
+            ref = slot.actor.generate.remote(batch)
+            slot.inflight.add(ref)
+            self.batches[ref] = (slot, batch)
+            refs.append(ref)
         return refs
 
     def finish(self, ref: ray.ObjectRef) -> list[GenerationRequest]:
@@ -98,6 +177,10 @@ class GeneratorPool:
     @property
     def active_calls(self) -> int:
         return len(self.batches)
+
+    def stats(self) -> list[dict]:
+        """Per-actor counters (calls, prompts, busy seconds) for benchmarks."""
+        return ray.get([s.actor.stats.remote() for s in self.slots if s.ready])
 
     def shutdown(self) -> None:
         for s in self.slots:

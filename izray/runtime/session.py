@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -82,6 +83,24 @@ def unwrap_actor_error(err: Exception) -> Exception:
     return err
 
 
+def shared_limiter(cfg: RunConfig, model: str):
+    """The one rate limiter of this endpoint and model on the cluster.
+
+    A named, detached actor: every evaluator actor of every run on the cluster that calls
+    the same endpoint and model shares it, and it outlives a driver restart, so a resumed
+    or re-submitted job continues the pacing instead of starting with a fresh budget.
+    """
+    endpoint = config_to_dict(cfg)["evaluator"]["base_url"] or "embedded"
+    if cfg.evaluator.embedded:  # a private server per run: nothing to share
+        return RateLimiterActor.options(num_cpus=0).remote(cfg.evaluator.rpm, cfg.evaluator.tpm)
+    digest = hashlib.sha256(f"{endpoint}|{model}".encode()).hexdigest()[:16]
+    handle = RateLimiterActor.options(name=f"izray-limiter-{digest}", namespace="izray",
+                                      lifetime="detached", get_if_exists=True,
+                                      num_cpus=0).remote(cfg.evaluator.rpm, cfg.evaluator.tpm)
+    ray.get(handle.configure.remote(cfg.evaluator.rpm, cfg.evaluator.tpm))
+    return handle
+
+
 def start_pools(cfg: RunConfig, run_path: Path) -> Session:
     """Start Ray, the embedded server if needed, the generator and evaluator pools.
 
@@ -131,8 +150,9 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
                          "max_attempts": ev.max_attempts}
         limiter = None
         if ev.rpm or ev.tpm:
-            limiter = RateLimiterActor.options(num_cpus=0).remote(ev.rpm, ev.tpm)
-            extra.append(limiter)
+            limiter = shared_limiter(cfg, model)
+            if ev.embedded:
+                extra.append(limiter)
         evaluators = EvaluatorPool(ev, client_kwargs, limiter)
         evaluators.check()
         log.info("ready in %.0f s: generator %s (hidden %d), black box at %s", time.monotonic() - t0,

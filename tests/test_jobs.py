@@ -1,0 +1,116 @@
+"""`ray job submit --working-dir . -- izray run CONFIG.yaml` against a real Ray cluster: a
+local head started with `ray start --head` for this module and stopped afterwards.
+
+The job uses the simulated generator and the black-box simulator (so it takes seconds), with
+an API key the simulator requires. The key lives only in the cluster nodes' environment; the
+test checks it never shows up in the run's files, the job's logs or its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SECRET = "sk-izray-test-7f3a9c1e5b"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = root.children(recursive=True) + [root]
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=15)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    temp = tempfile.mkdtemp(prefix="/tmp/izr-")  # short: Ray's socket paths have a length cap
+    dash, gcs = _free_port(), _free_port()
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OPENAI_API_KEY=SECRET)
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
+         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
+         "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    client_env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    client_env.update(PATH=env["PATH"], RAY_AUTH_MODE="token")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
+                                   env=client_env, capture_output=True, text=True, check=False)
+            if probe.returncode == 0:
+                break
+            if time.monotonic() > deadline or head.poll() is not None:
+                pytest.fail(f"ray head did not come up: {probe.stderr[-1000:]}")
+            time.sleep(2)
+        yield address, client_env, Path(temp)
+    finally:
+        _kill_tree(head.pid)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_job_submit_runs_izray_on_the_cluster(ray_head, simulator, tmp_path):
+    address, client_env, ray_temp = ray_head
+    sim = simulator(api_key=SECRET, latency_ms=(1, 5))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "tasks:\n  names: [plural, larger_number]\n  n_test: 10\n"
+        "generator:\n  backend: sim\n"
+        f"evaluator:\n  base_url: {sim.base_url}\n  model: sim-model\n  rpm: 3000\n"
+        "bo:\n  budget: 8\n  n_init: 4\n  batch_size: 2\n")
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+         "--submission-id", "izray-test-job", "--", "izray", "run", str(cfg), "--out", str(out)],
+        env=client_env, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "succeeded" in proc.stdout
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["tasks"]) == {"plural", "larger_number"}
+    assert all(r["queries"] == 8 and r["test_score"] is not None
+               for r in summary["tasks"].values())
+    # The key reached the evaluator actors from the node's environment: no 401s.
+    assert sim.stats.unauthorized == 0
+    assert sim.stats.requests == sum(r["api_calls"] for r in summary["tasks"].values())
+
+    # The key is nowhere: run files, job logs, job metadata, Ray's own session logs.
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    for cmd in (["logs", "izray-test-job"], ["status", "izray-test-job"], ["list"]):
+        shown = subprocess.run([str(BIN / "ray"), "job", *cmd, "--address", address],
+                               env=client_env, capture_output=True, text=True, check=False)
+        assert shown.returncode == 0
+        assert SECRET not in shown.stdout + shown.stderr
+    for path in ray_temp.rglob("*.log"):
+        assert SECRET.encode() not in path.read_bytes(), path
