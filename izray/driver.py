@@ -119,6 +119,7 @@ class Driver:
         self._last_scale = 0.0
         self.proposal_seconds = 0.0
         self.proposals = 0
+        self.busy_s = 0.0  # time the driver spent coordinating (not waiting)
 
     def _register(self, ref: ray.ObjectRef, callback: Callable[[ray.ObjectRef], None]) -> None:
         self.handlers[ref] = callback
@@ -145,6 +146,7 @@ class Driver:
         """Optimize every task, score the winners on test, write and return the summary."""
         for run in self.runs.values():
             run.t_start = self.clock()
+        t_loop = self.clock()
         while not all(r.finished for r in self.runs.values()):
             self._scale()
             share = self._share()
@@ -157,12 +159,15 @@ class Driver:
             if not self.handlers:
                 stuck = [r.name for r in self.runs.values() if not r.finished]
                 raise IzrayError(f"internal error: nothing in flight for tasks {stuck}")
+            t_wait = self.clock()
             ready, _ = ray.wait(list(self.handlers), num_returns=1, timeout=5.0)
+            self.busy_s -= self.clock() - t_wait
             if ready:
                 more, _ = ray.wait(list(self.handlers), num_returns=len(self.handlers), timeout=0)
                 for ref in dict.fromkeys(ready + more):
                     self.handlers.pop(ref)(ref)
             self._status()
+        self.busy_s += self.clock() - t_loop
         summary = self.summary()
         self.out.write_summary(summary)
         return summary

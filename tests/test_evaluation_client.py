@@ -491,5 +491,7 @@ def test_a_429_lowers_the_limiter_factor(simulator) -> None:
     client, _ = client_for(ok, limiter=limiter)
     r = complete(client)
     assert lim.factor == pytest.approx(DECREASE**2 + RECOVERY_STEP)
-    assert lim.stats.tokens_reserved == r.prompt_tokens + r.completion_tokens  # settled
+    # Settled as the provider counts it: prompt tokens plus the max_tokens allowance.
+    assert lim.stats.tokens_reserved == r.prompt_tokens + max(r.completion_tokens,
+                                                              client.max_tokens)
     assert limiter.calls[-3:] == ["reserve", "settle", "success"]

@@ -85,3 +85,18 @@ def test_vllm_actor_generates_from_prompt_embeds(ray_local, small_model):
         assert len({r.raw for r in results[1:]}) >= 2
     finally:
         ray_local.kill(actor)
+
+
+def test_embedding_table_reads_pytorch_bin_checkpoints(small_model, tmp_path):
+    """Older hub checkpoints ship only pytorch_model.bin; the table must read those too."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    shutil.copy(small_model / "config.json", tmp_path / "config.json")
+    state = load_file(str(next(small_model.glob("*.safetensors"))))
+    torch.save({k: v for k, v in state.items() if "embed_tokens" in k},
+               tmp_path / "pytorch_model.bin")
+    ids = [2, 100, 5000, 262000]
+    torch.testing.assert_close(EmbeddingTable(tmp_path).lookup(ids),
+                               EmbeddingTable(small_model).lookup(ids))

@@ -216,7 +216,10 @@ class BlackBoxClient:
             pt = usage[0] if usage[0] is not None else estimate - self.max_tokens
             ct = usage[1] if usage[1] is not None else len(text) // 4 + 1
             if self.limiter is not None:
-                await self.limiter.settle(estimate, pt + ct)
+                # Providers count max_tokens against the TPM limit at admission (OpenAI: the
+                # larger of max_tokens and the estimate), so the unused allowance is not
+                # credited back.
+                await self.limiter.settle(estimate, pt + max(ct, self.max_tokens))
                 await self.limiter.on_success()
             return CallResult(text, pt, ct, attempts)
 

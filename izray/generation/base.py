@@ -128,7 +128,10 @@ def local_checkpoint(model: str) -> Path:
     path = Path(model)
     if path.is_dir():
         return path
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # only needed for hub ids
 
-    return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.model",
-                                                         "*.txt", "*.tiktoken"]))
+    small = ["*.json", "*.model", "*.txt", "*.tiktoken"]
+    path = Path(snapshot_download(model, allow_patterns=[*small, "*.safetensors"]))
+    if not any(path.glob("*.safetensors")):  # older repos: weights only as .bin
+        path = Path(snapshot_download(model, allow_patterns=[*small, "*.bin"]))
+    return path

@@ -55,7 +55,10 @@ class EmbeddingTable:
         except (OSError, json.JSONDecodeError) as err:
             raise GeneratorError(f"cannot read {self.model_dir}/config.json: {err}") from err
         self.multiplier = embedding_multiplier(config)
-        self._rows, self._bf16 = self._open()
+        if any(self.model_dir.glob("*.safetensors")):
+            self._rows, self._bf16 = self._open()
+        else:  # older checkpoints ship only pytorch_model*.bin
+            self._rows, self._bf16 = self._open_bin(), False
         self.vocab, self.hidden = self._rows.shape
 
     def _open(self) -> tuple[np.ndarray, bool]:
@@ -76,6 +79,21 @@ class EmbeddingTable:
                                      offset=8 + n + start, shape=tuple(meta["shape"]))
                     return rows, dtype == "BF16"
         raise GeneratorError(f"no input-embedding tensor ({', '.join(EMBEDDING_KEYS)}) in "
+                             f"{self.model_dir}")
+
+    def _open_bin(self) -> np.ndarray:
+        files = sorted(self.model_dir.glob("pytorch_model*.bin"))
+        index = self.model_dir / "pytorch_model.bin.index.json"
+        if index.is_file():
+            weight_map = json.loads(index.read_text()).get("weight_map", {})
+            names = [k for k in weight_map if k.endswith(EMBEDDING_KEYS)]
+            files = [self.model_dir / weight_map[names[0]]] if names else files
+        for file in files:
+            state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+            for name, tensor in state.items():
+                if name.endswith(EMBEDDING_KEYS):
+                    return tensor.float().numpy()
+        raise GeneratorError(f"no *.safetensors or pytorch_model*.bin with input embeddings in "
                              f"{self.model_dir}")
 
     def lookup(self, ids: list[int] | np.ndarray) -> torch.Tensor:

@@ -44,6 +44,13 @@ _LADDERS = {
 }
 _GENERIC = ["Answer the question.", "Repeat the input.", "Write the output.",
             "Describe the input."]
+#: Harmless endings, picked by two more features of the soft prompt, so that nearby soft
+#: prompts give different texts (as real generators do) while the meaning stays the same.
+_STYLE = ["", "Be brief.", "Be precise.", "Answer directly.", "Keep it short.", "Be exact.",
+          "No explanation.", "Use lower case.", "One answer only.", "Think first.",
+          "Be careful.", "Be concise."]
+_TONE = ["", "Thanks.", "Please.", "Quickly.", "Carefully.", "Simply.", "Clearly.",
+         "Exactly.", "Calmly.", "Plainly.", "Neatly.", "Briefly."]
 _OPS = {
     "plural": lambda x: x + "s",
     "first letter": lambda x: x[:1].lower(),
@@ -102,18 +109,22 @@ class SimulatedGenerator(Generator):
         """Seconds one call with ``b`` prompts takes under the throughput model."""
         return self.overhead_s + self.max_new_tokens * (self.per_token_s + self.per_seq_token_s * b)
 
-    def _feature(self, soft: np.ndarray) -> float:
+    def _features(self, soft: np.ndarray) -> np.ndarray:
+        """Three fixed random linear features of the soft prompt, squashed into (0, 1)."""
         flat = np.asarray(soft, dtype=np.float64).reshape(-1)
-        if self._w is None or self._w.shape[0] != flat.shape[0]:
-            self._w = self._rng.standard_normal(flat.shape[0]) / np.sqrt(flat.shape[0])
-        return float(1.0 / (1.0 + np.exp(-2.0 * float(flat @ self._w))))
+        if self._w is None or self._w.shape[1] != flat.shape[0]:
+            self._w = self._rng.standard_normal((3, flat.shape[0])) / np.sqrt(flat.shape[0])
+        return 1.0 / (1.0 + np.exp(-2.0 * (self._w @ flat)))
 
     def instruction_for(self, soft: np.ndarray, text: str) -> str:
         """The instruction this soft prompt and exemplar text produce (deterministic)."""
         op = detect_operation(text)
         ladder = _LADDERS.get(op, _GENERIC) if op else _GENERIC
-        u = self._feature(soft)
-        return ladder[min(len(ladder) - 1, int((1.0 - u) * len(ladder)))]
+        u, v, w = self._features(soft)
+        base = ladder[min(len(ladder) - 1, int((1.0 - u) * len(ladder)))]
+        style = _STYLE[min(len(_STYLE) - 1, int(v * len(_STYLE)))]
+        tone = _TONE[min(len(_TONE) - 1, int(w * len(_TONE)))]
+        return " ".join(t for t in (base, style, tone) if t)
 
     def generate(self, requests):
         from izray.generation.base import GenerationResult

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from izray import _constants as C
 from izray.config import RunConfig, config_to_dict
@@ -94,9 +95,12 @@ def shared_limiter(cfg: RunConfig, model: str):
     if cfg.evaluator.embedded:  # a private server per run: nothing to share
         return RateLimiterActor.options(num_cpus=0).remote(cfg.evaluator.rpm, cfg.evaluator.tpm)
     digest = hashlib.sha256(f"{endpoint}|{model}".encode()).hexdigest()[:16]
+    # On the driver's node (the head in a job), which the autoscaler never removes.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     handle = RateLimiterActor.options(name=f"izray-limiter-{digest}", namespace="izray",
-                                      lifetime="detached", get_if_exists=True,
-                                      num_cpus=0).remote(cfg.evaluator.rpm, cfg.evaluator.tpm)
+                                      lifetime="detached", get_if_exists=True, num_cpus=0,
+                                      max_restarts=-1, scheduling_strategy=here).remote(
+        cfg.evaluator.rpm, cfg.evaluator.tpm)
     ray.get(handle.configure.remote(cfg.evaluator.rpm, cfg.evaluator.tpm))
     return handle
 
@@ -129,7 +133,7 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
             extra.append(server)
             server_ref = server.wait_ready.remote(cfg.server.startup_timeout_s)
         generators = GeneratorPool(cfg.generator, cfg.seed)
-        log.info("starting %d %s generator actor(s) on %s%s; the first start converts the model "
+        log.info("starting %s %s generator actor(s) on %s%s; the first start converts the model "
                  "and loads the engines, which takes a few minutes on a CPU",
                  cfg.generator.num_actors, cfg.generator.backend, cfg.generator.model,
                  " and the embedded model server" if server_ref else "")

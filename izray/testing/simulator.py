@@ -76,6 +76,7 @@ class SimStats:
     last_t: float | None = None
     window_max_requests: int = 0
     window_max_tokens: int = 0
+    limit_tokens: int = 0  # tokens counted against the TPM limit (prompt + max_tokens)
     prompts: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -204,6 +205,7 @@ class Simulator:
             oldest = self._window[0][0] if self._window else now
             return max(0.05, oldest + 60.0 - now)
         self._window.append((now, tokens))
+        self.stats.limit_tokens += tokens
         self.stats.window_max_requests = max(self.stats.window_max_requests, n + 1)
         self.stats.window_max_tokens = max(self.stats.window_max_tokens, tok + tokens)
         return None
