@@ -31,14 +31,13 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import SimulatorProcess, machine, table, write_result  # noqa: E402
+from _common import SimulatorProcess, machine, table, write_result
 
-from izray.config import EvaluatorConfig  # noqa: E402
-from izray.runtime.actors import RateLimiterActor  # noqa: E402
-from izray.runtime.pools import EvaluatorPool  # noqa: E402
+from izray.config import EvaluatorConfig
+from izray.runtime.actors import RateLimiterActor
+from izray.runtime.pools import EvaluatorPool
 
-WORDS = ("fox bird cat dog horse sheep goat lion tiger bear wolf mouse duck frog owl "
-         "eagle falcon heron swan crane").split()
+WORDS = ["fox", "bird", "cat", "dog", "horse", "sheep", "goat", "lion", "tiger", "bear", "wolf", "mouse", "duck", "frog", "owl", "eagle", "falcon", "heron", "swan", "crane"]
 
 
 def prompts(n_candidates: int, long: bool) -> list[list[str]]:
