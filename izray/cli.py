@@ -1,6 +1,7 @@
 """The ``izray`` command line.
 
     izray run [CONFIG.yaml] [--tasks a,b] [--data-dir DIR] [--out DIR] [--set key=value ...]
+    izray resume OUT [--set key=value ...]
     izray tasks [--data-dir DIR]
     izray data fetch [DIR]
 
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from izray.errors import IzrayError
+from izray.errors import IzrayError, RunStateError
 
 log = logging.getLogger("izray")
 
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config key, e.g. --set bo.budget=40 (repeatable)")
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
+    resume = sub.add_parser("resume", help="continue a run that stopped (crash, kill, cap)")
+    resume.add_argument("out", help="the run directory")
+    resume.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="change an operational key (ray.*, caps.*, evaluator.rpm, ...)")
+    resume.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
     tasks = sub.add_parser("tasks", help="list the tasks izray can run")
     tasks.add_argument("--data-dir", help="task data directory (default: $IZRAY_DATA_DIR)")
 
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "resume":
+            return cmd_resume(args)
         if args.command == "tasks":
             return cmd_tasks(args)
         if args.command == "data":
@@ -105,7 +114,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from izray.config import load_config
+    from izray.config import config_to_dict, load_config
 
     overrides = list(args.sets)
     if args.tasks:
@@ -114,22 +123,71 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"tasks.data_dir={args.data_dir}")
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if (out / "config.json").is_file():  # the same job submitted again: continue it
+        from izray.driver import saved_config
+
+        saved = saved_config(out)
+        if saved != config_to_dict(cfg):
+            key = _first_difference(saved, config_to_dict(cfg))
+            raise RunStateError(f"{out} holds a run with a different config (at {key}); choose "
+                                "another --out, or `izray resume` it")
+        log.info("%s holds this run already: continuing it", out)
+        return run_config(cfg, out, resume=True)
     return run_config(cfg, out)
 
 
-def run_config(cfg, out: Path) -> int:
-    """Run ``cfg`` into the new directory ``out``; print the results."""
+#: Keys a resume may change: how the run executes, not what it computes.
+RESUMABLE_PREFIXES = ("ray.", "caps.", "prices.", "server.startup_timeout_s", "generator.num_",
+                      "generator.max_actors", "generator.max_batch", "generator.kv_cache_gb",
+                      "generator.gpu_memory_utilization", "evaluator.rpm", "evaluator.tpm",
+                      "evaluator.num_actors", "evaluator.concurrency", "evaluator.timeout_s",
+                      "evaluator.max_attempts", "evaluator.api_key_env", "evaluator.api_key_file",
+                      "evaluator.base_url", "evaluator.cache_path")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from izray.config import config_from_dict
+    from izray.driver import saved_config
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise RunStateError(f"{out} is not a directory; pass the run directory `izray run` made")
+    saved = saved_config(out)
+    for item in args.sets:
+        key = item.partition("=")[0].strip()
+        if not key.startswith(RESUMABLE_PREFIXES):
+            raise RunStateError(f"resume cannot change {key}: it changes what the run computes;"
+                                " start a new run instead")
+    if "***@" in str(saved.get("evaluator", {}).get("base_url") or "") and not any(
+            s.startswith("evaluator.base_url=") for s in args.sets):
+        raise RunStateError("the run's endpoint URL had credentials, which were not saved; pass "
+                            "it again with --set evaluator.base_url=...")
+    cfg = config_from_dict(saved, args.sets)
+    return run_config(cfg, out, resume=True)
+
+
+def _first_difference(a, b, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return prefix.rstrip(".") or "top level"
+
+
+def run_config(cfg, out: Path, resume: bool = False) -> int:
+    """Run ``cfg`` into ``out`` (new, or continued with ``resume``); print the results."""
     from izray.config import config_to_dict
     from izray.driver import prepare_tasks
     from izray.report import RunDir
 
     tasks = prepare_tasks(cfg)  # bad tasks fail here, before anything is created
     created = not out.exists()
-    rundir = RunDir(out)
-    rundir.write_config(config_to_dict(cfg))
+    rundir = RunDir(out, resume=resume)
+    if not resume:
+        rundir.write_config(config_to_dict(cfg))
     ok = False
     try:
-        summary = _execute(cfg, rundir, tasks)
+        summary = _execute(cfg, rundir, tasks, resume)
         ok = True
     finally:
         rundir.close()
@@ -147,13 +205,21 @@ def _nothing_recorded(out: Path) -> bool:
     return not history.exists() or history.stat().st_size == 0
 
 
-def _execute(cfg, rundir, tasks) -> dict:
+def _execute(cfg, rundir, tasks, resume: bool) -> dict:
     import ray
 
     from izray.driver import Driver, describe_endpoint
     from izray.runtime.session import start_pools
 
     driver = Driver(cfg, rundir, tasks)
+    if resume:
+        done = driver.load()
+        queries = sum(r.queries for r in driver.runs.values())
+        log.info("resuming %s: %d/%d task(s) finished, %d queries done", rundir.path, done,
+                 len(tasks), queries)
+        if done == len(tasks):
+            driver.close()
+            return driver.summary()
     log.info("izray: %d task(s) %s, budget %d each, black box: %s; run directory %s",
              len(tasks), ", ".join(t.name for t, _ in tasks), cfg.bo.budget,
              describe_endpoint(cfg), rundir.path)

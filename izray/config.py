@@ -163,10 +163,12 @@ class EvaluatorConfig:
         stop: Stop sequences.
         rpm: Requests per minute allowed (``None``: no limit).
         tpm: Tokens per minute allowed (``None``: no limit).
+        rate_margin: Fraction of rpm/tpm left unused as a guard against network jitter.
         num_actors: Evaluator actors.
         concurrency: Requests in flight per actor.
         timeout_s: Seconds per request.
         max_attempts: Attempts per call on 429/5xx/timeouts.
+        cache_path: Response cache shared between runs (``None``: ``OUT/cache.sqlite``).
     """
 
     base_url: str | None = None
@@ -181,10 +183,12 @@ class EvaluatorConfig:
     stop: tuple[str, ...] = ("\n",)
     rpm: float | None = None
     tpm: float | None = None
+    rate_margin: float = C.RATE_MARGIN
     num_actors: int = 1
     concurrency: int = C.EVAL_CONCURRENCY
     timeout_s: float = C.REQUEST_TIMEOUT_S
     max_attempts: int = C.MAX_ATTEMPTS
+    cache_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.base_url is not None:
@@ -201,6 +205,8 @@ class EvaluatorConfig:
                self.max_tokens)
         _check(self.rpm is None or self.rpm > 0, "evaluator.rpm", "must be > 0 or null", self.rpm)
         _check(self.tpm is None or self.tpm > 0, "evaluator.tpm", "must be > 0 or null", self.tpm)
+        _check(0 <= self.rate_margin < 0.5, "evaluator.rate_margin", "must be in [0, 0.5)",
+               self.rate_margin)
         _check(self.num_actors >= 1, "evaluator.num_actors", "must be >= 1", self.num_actors)
         _check(1 <= self.concurrency <= 1024, "evaluator.concurrency", "must be in [1, 1024]",
                self.concurrency)
@@ -275,6 +281,56 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class Caps:
+    """Spending caps; ``None`` means no cap.
+
+    Attributes:
+        queries: Candidates evaluated.
+        api_calls: HTTP requests to the black box (retries included).
+        prompt_tokens: Billed prompt tokens.
+        completion_tokens: Billed completion tokens.
+        usd: Cost from ``prices`` (needs a price for ``evaluator.model``).
+    """
+
+    queries: int | None = None
+    api_calls: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    usd: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("queries", "api_calls", "prompt_tokens", "completion_tokens", "usd"):
+            value = getattr(self, name)
+            _check(value is None or value >= 0, f"caps.*.{name}", "must be >= 0 or null", value)
+
+
+@dataclass(frozen=True)
+class CapsConfig:
+    """Caps per task and per run. Reaching one stops the task (or run) gracefully: nothing new
+    is started, in-flight calls finish, results are written.
+
+    Attributes:
+        task: Caps for each task.
+        run: Caps for the whole run.
+    """
+
+    task: Caps = field(default_factory=Caps)
+    run: Caps = field(default_factory=Caps)
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    prompt: float = 0.0
+    completion: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.prompt >= 0, "prices.*.prompt", "must be >= 0", self.prompt)
+        _check(self.completion >= 0, "prices.*.completion", "must be >= 0", self.completion)
+
+
+@dataclass(frozen=True)
 class RayConfig:
     """Where the run executes.
 
@@ -303,6 +359,8 @@ class RunConfig:
     bo: BOConfig = field(default_factory=BOConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    caps: CapsConfig = field(default_factory=CapsConfig)
+    prices: dict[str, Price] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**31, "seed", "must be in [0, 2^31)", self.seed)
@@ -397,7 +455,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def _parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     key = key.strip()
-    if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+    # Segments may hold "-": model names (prices.gpt-4o-mini.prompt) and task names do.
+    segment = r"[A-Za-z_][A-Za-z0-9_\-]*"
+    if not sep or not key or not re.fullmatch(rf"{segment}(\.{segment})*", key):
         raise ConfigError(f"--set {item!r}: expected key=value with a dotted key, e.g. bo.budget=40")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""

@@ -6,13 +6,20 @@ points instead of waiting for a whole batch). A candidate's trip::
 
     propose (Ray task: GP fit + qLogEI)  ->  generator pool (soft prompt -> instruction)
       ->  instruction seen? reuse its scores  /  response cache  /  evaluator pool (API)
-      ->  tell the optimizer, append history, checkpoint
+      ->  tell the optimizer -> state/TASK.json (atomic) -> history.jsonl
 
 When a task has spent its budget, its best instruction is scored on the test split.
+
+Durability: after every observation the task's whole state (optimizer, history records,
+test result) is rewritten atomically, so a kill at any instant leaves a consistent run
+directory. :meth:`Driver.load` continues from it: candidates that were in flight are
+generated again (greedy decoding gives the same instruction) and their prompts are answered
+from the response cache, so no paid call is repeated.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,11 +31,14 @@ import ray
 
 from izray.bo import ProposalSettings, TaskOptimizer
 from izray.config import RunConfig, config_to_dict
-from izray.errors import IzrayError
+from izray.costs import cap_reached, cost_usd
+from izray.errors import IzrayError, RunStateError
 from izray.evaluation import ResponseCache, resolve_api, template_for
+from izray.evaluation.cache import CachedAnswer
+from izray.evaluation.ledger import Ledger, Usage, read_journals
 from izray.generation import GenerationRequest, ModelInfo, induction_text
-from izray.report import CACHE, RunDir
-from izray.runtime.calls import CallBroker, Usage
+from izray.report import CACHE, LEDGER, RunDir
+from izray.runtime.calls import CallBroker
 from izray.softprompt import SoftPromptProjection, stable_seed
 from izray.tasks import Example, Splits, Task, load_task, make_splits, score
 
@@ -41,6 +51,8 @@ SCALE_EVERY_S = 15.0
 #: A task may keep up to this many times ``bo.batch_size`` candidates in flight when other
 #: tasks have finished and freed their share of the pipeline.
 MAX_SHARE_FACTOR = 3
+#: Version of ``state/TASK.json``.
+STATE_VERSION = 1
 
 
 @dataclass
@@ -56,20 +68,29 @@ class TaskRun:
     candidates: dict[int, Any] = field(default_factory=dict)
     scores: dict[str, tuple[float, list[float]]] = field(default_factory=dict)
     waiting: dict[str, list[Any]] = field(default_factory=dict)
-    failed_instructions: set[str] = field(default_factory=set)
-    queries: int = 0
-    api_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    records: list[dict] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
     t_start: float = 0.0
+    wall_before: float = 0.0
     wall_s: float | None = None
     test_started: bool = False
     test_score: float | None = None
     finished: bool = False
+    stopped: str | None = None
 
     @property
     def name(self) -> str:
         return self.task.name
+
+    @property
+    def queries(self) -> int:
+        return len(self.records)
+
+    def state(self, wall_s: float) -> dict[str, Any]:
+        """What ``state/TASK.json`` holds (JSON-serialisable)."""
+        return {"version": STATE_VERSION, "task": self.name, "optimizer": self.opt.get_state(),
+                "records": self.records, "test_score": self.test_score,
+                "finished": self.finished, "stopped": self.stopped, "wall_s": wall_s}
 
 
 def prepare_tasks(cfg: RunConfig, names: list[str] | None = None) -> list[tuple[Task, Splits]]:
@@ -84,11 +105,11 @@ def prepare_tasks(cfg: RunConfig, names: list[str] | None = None) -> list[tuple[
 
 
 class Driver:
-    """Runs all tasks of one configuration to completion.
+    """Runs all tasks of one configuration to completion (or continues a run).
 
     Args:
         cfg: The run configuration.
-        out: The run directory (created empty).
+        out: The run directory.
         tasks: Loaded tasks with their splits (from :func:`prepare_tasks`).
         clock: Wall clock (injected in tests).
     """
@@ -99,16 +120,18 @@ class Driver:
         self.out = out
         self.clock = clock
         self.t0 = clock()
-        self.cache = ResponseCache(out.path / CACHE)
+        self.cache = ResponseCache(cfg.evaluator.cache_path or out.path / CACHE)
+        self.ledger = Ledger(out.path / LEDGER)
         self.template = template_for(cfg.evaluator)
         self.handlers: dict[ray.ObjectRef, Callable[[ray.ObjectRef], None]] = {}
-        settings = ProposalSettings(num_restarts=cfg.bo.num_restarts,
-                                    raw_samples=cfg.bo.raw_samples, maxiter=cfg.bo.maxiter)
+        self.settings = ProposalSettings(num_restarts=cfg.bo.num_restarts,
+                                         raw_samples=cfg.bo.raw_samples, maxiter=cfg.bo.maxiter)
         self.runs: dict[str, TaskRun] = {}
         for task, splits in tasks:
             opt = TaskOptimizer(dim=cfg.softprompt.dim, budget=cfg.bo.budget,
                                 n_init=cfg.bo.n_init, batch_size=cfg.bo.batch_size,
-                                seed=stable_seed(cfg.seed, task.name, "bo"), settings=settings)
+                                seed=stable_seed(cfg.seed, task.name, "bo"),
+                                settings=self.settings)
             self.runs[task.name] = TaskRun(task, splits, opt,
                                            induction_text(splits.exemplars, cfg.generator.cue))
         self.generators = None
@@ -120,9 +143,62 @@ class Driver:
         self.proposal_seconds = 0.0
         self.proposals = 0
         self.busy_s = 0.0  # time the driver spent coordinating (not waiting)
+        self.resumed = False
 
-    def _register(self, ref: ray.ObjectRef, callback: Callable[[ray.ObjectRef], None]) -> None:
-        self.handlers[ref] = callback
+    # ---------------------------------------------------------------- state
+
+    def load(self) -> int:
+        """Continue from the run directory's saved state; returns tasks already finished.
+
+        Raises:
+            RunStateError: a state file is unreadable or belongs to another task.
+        """
+        max_t = 0.0
+        for run in self.runs.values():
+            state = self.out.read_state(run.name)
+            if state is None:
+                continue
+            if state.get("version") != STATE_VERSION or state.get("task") != run.name:
+                raise RunStateError(f"{self.out.path}/state/{run.name}.json is not a state "
+                                    "file of this run")
+            run.opt = TaskOptimizer.from_state(state["optimizer"])
+            run.records = list(state.get("records", []))
+            run.test_score = state.get("test_score")
+            run.finished = bool(state.get("finished"))
+            run.stopped = state.get("stopped")
+            run.wall_before = float(state.get("wall_s", 0.0))
+            for obs in run.opt.observations:
+                run.scores[obs.instruction] = (obs.score, list(obs.per_example))
+            max_t = max([max_t, *(float(r.get("t", 0.0)) for r in run.records)])
+        self.t0 = self.clock() - max_t
+        self.ingest_journals()
+        self.out.rewrite_history(sorted((r for run in self.runs.values() for r in run.records),
+                                        key=lambda r: r.get("t", 0.0)))
+        self.resumed = True
+        return sum(r.finished for r in self.runs.values())
+
+    def _save(self, run: TaskRun) -> None:
+        self.out.write_state(run.name, run.state(self._wall(run)))
+
+    def _wall(self, run: TaskRun) -> float:
+        if run.wall_s is not None:
+            return run.wall_s
+        return run.wall_before + (self.clock() - run.t_start if run.t_start else 0.0)
+
+    def ingest_journals(self) -> int:
+        """Fold the evaluator actors' journals into the ledger and the cache.
+
+        Calls that completed while no driver was listening (a crash) are recorded and their
+        answers cached, so they count once and are never paid again.
+        """
+        records = list(read_journals(self.out.journal_dir))
+        new = self.ledger.record(records)
+        self.cache.put_many({r.key: CachedAnswer(r.text, r.prompt_tokens, r.completion_tokens)
+                             for r in records if r.ok and r.text is not None})
+        usage = self.ledger.usage_by_tag()
+        for run in self.runs.values():
+            run.usage = usage.get(run.name, Usage())
+        return new
 
     # ---------------------------------------------------------------- set-up
 
@@ -131,21 +207,38 @@ class Driver:
         self.generators = generators
         self.evaluators = evaluators
         self.call_settings = call_settings
-        self.broker = CallBroker(self.cache, call_settings, evaluators.submit, evaluators.finish,
-                                 self._register)
+        self.broker = CallBroker(self.cache, self.ledger, call_settings, evaluators.submit,
+                                 evaluators.finish, self._register)
         sp = self.cfg.softprompt
         for run in self.runs.values():
-            run.projection = SoftPromptProjection.create(
-                sp.dim, sp.n_tokens, info.hidden, info.embed_std, sp.scale,
-                seed=stable_seed(self.cfg.seed, run.name, "projection"))
-            run.projection.save(self.out.projection_path(run.name))
+            path = self.out.projection_path(run.name)
+            if path.is_file():
+                run.projection = SoftPromptProjection.load(path)
+                if run.projection.hidden != info.hidden:
+                    raise RunStateError(f"the run's projection for {run.name} is for hidden size "
+                                        f"{run.projection.hidden}, the generator has {info.hidden}")
+            else:
+                run.projection = SoftPromptProjection.create(
+                    sp.dim, sp.n_tokens, info.hidden, info.embed_std, sp.scale,
+                    seed=stable_seed(self.cfg.seed, run.name, "projection"))
+                run.projection.save(path)
+            # Candidates that were in flight when a previous driver stopped: generate again.
+            self._accept(run, run.opt.pending)
+
+    def _register(self, ref: ray.ObjectRef, callback: Callable[[ray.ObjectRef], None]) -> None:
+        self.handlers[ref] = callback
 
     # ---------------------------------------------------------------- loop
 
     def run(self) -> dict[str, Any]:
         """Optimize every task, score the winners on test, write and return the summary."""
+        self.ingest_journals()
         for run in self.runs.values():
             run.t_start = self.clock()
+            if run.stopped and self._cap(run) is None:  # caps were raised: carry on
+                log.info("[%s] continuing: %s no longer applies", run.name, run.stopped)
+                run.stopped = None
+                run.opt.budget = self.cfg.bo.budget
         t_loop = self.clock()
         while not all(r.finished for r in self.runs.values()):
             self._scale()
@@ -168,6 +261,7 @@ class Driver:
                     self.handlers.pop(ref)(ref)
             self._status()
         self.busy_s += self.clock() - t_loop
+        self.ingest_journals()
         summary = self.summary()
         self.out.write_summary(summary)
         return summary
@@ -194,9 +288,15 @@ class Driver:
         if run.finished or run.proposing:
             return
         opt = run.opt
+        if not opt.done and run.stopped is None:
+            reason = self._cap(run)
+            if reason is not None:
+                self._stop(run, reason)
         if opt.done:
             if not run.test_started:
                 self._start_test(run)
+            return
+        if run.stopped is not None:
             return
         room = min(share - opt.n_pending, opt.remaining)
         if room <= 0:
@@ -243,6 +343,31 @@ class Driver:
             run = self.runs[name]
             self._evaluate_candidate(run, run.candidates[int(cid)], res.instruction)
 
+    # ---------------------------------------------------------------- caps
+
+    def _usd(self, usage: Usage) -> float | None:
+        return cost_usd(self.cfg.prices, self.call_settings.get("model"), usage)
+
+    def _run_usage(self) -> Usage:
+        total = Usage()
+        for r in self.runs.values():
+            total.add(r.usage)
+        return total
+
+    def _cap(self, run: TaskRun) -> str | None:
+        caps = self.cfg.caps
+        total = self._run_usage()
+        return (cap_reached(caps.task, run.usage, run.queries, self._usd(run.usage), "task")
+                or cap_reached(caps.run, total, sum(r.queries for r in self.runs.values()),
+                               self._usd(total), "run"))
+
+    def _stop(self, run: TaskRun, reason: str) -> None:
+        """Stop issuing candidates; those in flight finish (without new paid calls)."""
+        run.stopped = reason
+        run.opt.budget = run.opt.n_issued
+        log.warning("[%s] stopping: %s", run.name, reason)
+        self._save(run)
+
     # ---------------------------------------------------------------- evaluation
 
     def _prompts(self, instruction: str, examples: tuple[Example, ...]) -> list[str]:
@@ -252,22 +377,21 @@ class Driver:
         if instruction in run.scores:
             self._tell(run, cand, instruction, cached=True, calls=0)
             return
+        if run.stopped is not None:
+            self._tell(run, cand, instruction, cached=False, calls=0,
+                       error=f"not evaluated: {run.stopped}")
+            return
         if instruction in run.waiting:  # the same instruction is being scored right now
             run.waiting[instruction].append(cand)
             return
         run.waiting[instruction] = [cand]
         self.broker.request(self._prompts(instruction, run.splits.dev),
                             lambda answers, usage, error: self._on_dev_scored(
-                                run, instruction, answers, usage, error))
-
-    def _charge(self, run: TaskRun, usage: Usage) -> None:
-        run.api_calls += usage.calls
-        run.prompt_tokens += usage.prompt_tokens
-        run.completion_tokens += usage.completion_tokens
+                                run, instruction, answers, usage, error), tag=run.name)
 
     def _on_dev_scored(self, run: TaskRun, instruction: str, answers: list, usage: Usage,
                        error: str | None) -> None:
-        self._charge(run, usage)
+        run.usage.add(usage)
         calls = usage.calls
         cands = run.waiting.pop(instruction)
         if error is not None:
@@ -291,16 +415,16 @@ class Driver:
         else:
             value = None
             run.opt.tell(cand.id, instruction, None, None)
-        run.queries += 1
         run.candidates.pop(cand.id, None)
-        record = {"task": run.name, "step": run.queries, "candidate": cand.id,
+        record = {"task": run.name, "step": run.queries + 1, "candidate": cand.id,
                   "z": [round(float(v), 6) for v in cand.z], "instruction": instruction,
                   "dev_score": value, "cached": cached, "api_calls": calls,
                   "t": round(self.clock() - self.t0, 3)}
         if error is not None:
             record["error"] = error
+        run.records.append(record)
+        self._save(run)  # state first: history.jsonl is rebuilt from it on resume
         self.out.append_history(record)
-        self.out.write_state(run.name, run.opt.get_state())
         best = run.opt.best()
         log.info("[%s] %d/%d dev=%s best=%s%s  %r", run.name, run.queries, self.cfg.bo.budget,
                  "failed" if value is None else f"{value:.3f}",
@@ -316,24 +440,30 @@ class Driver:
             log.warning("[%s] no candidate was scored; no test evaluation", run.name)
             self._finish(run, None)
             return
+        if run.stopped is not None:
+            log.warning("[%s] %s: no test evaluation", run.name, run.stopped)
+            self._finish(run, None)
+            return
         log.info("[%s] budget spent; scoring the best instruction on %d test examples",
                  run.name, len(run.splits.test))
 
         def done(answers: list, usage: Usage, error: str | None) -> None:
-            self._charge(run, usage)
+            run.usage.add(usage)
             if error is not None:
                 log.warning("[%s] test evaluation failed: %s", run.name, error)
                 self._finish(run, None)
                 return
-            scores = [score(run.task.metric, a, ex.answers) for a, ex in zip(answers, run.splits.test, strict=True)]
+            scores = [score(run.task.metric, a, ex.answers)
+                      for a, ex in zip(answers, run.splits.test, strict=True)]
             self._finish(run, float(np.mean(scores)))
 
-        self.broker.request(self._prompts(best.instruction, run.splits.test), done)
+        self.broker.request(self._prompts(best.instruction, run.splits.test), done, tag=run.name)
 
     def _finish(self, run: TaskRun, test_score: float | None) -> None:
         run.test_score = test_score
         run.finished = True
-        run.wall_s = self.clock() - run.t_start
+        run.wall_s = self._wall(run)
+        self._save(run)
         best = run.opt.best()
         log.info("[%s] done: test=%s dev=%s  %r", run.name,
                  "n/a" if test_score is None else f"{test_score:.3f}",
@@ -350,14 +480,16 @@ class Driver:
         self._last_status = now
         runs = list(self.runs.values())
         elapsed = max(now - self.t0, 1e-9)
-        calls = sum(r.api_calls for r in runs)
-        log.info("status: %d/%d tasks done, %d/%d queries, %d API calls (%.0f/min), "
+        total = self._run_usage()
+        usd = self._usd(total)
+        log.info("status: %d/%d tasks done, %d/%d queries, %d API calls, %d+%d tokens%s, "
                  "%d generator actor(s), %d generate calls in flight, %d queued, %d prompts in "
                  "flight, %d proposals (%.1f s CPU), %.0f s", sum(r.finished for r in runs),
-                 len(runs), sum(r.queries for r in runs), len(runs) * self.cfg.bo.budget, calls,
-                 60.0 * calls / elapsed, self.generators.size, self.generators.active_calls,
-                 len(self.generators.queue), self.broker.inflight, self.proposals,
-                 self.proposal_seconds, elapsed)
+                 len(runs), sum(r.queries for r in runs), len(runs) * self.cfg.bo.budget,
+                 total.calls, total.prompt_tokens, total.completion_tokens,
+                 "" if usd is None else f", ${usd:.4f}", self.generators.size,
+                 self.generators.active_calls, len(self.generators.queue), self.broker.inflight,
+                 self.proposals, self.proposal_seconds, elapsed)
 
     def summary(self) -> dict[str, Any]:
         """The ``summary.json`` contract (see README "Outputs")."""
@@ -369,21 +501,27 @@ class Driver:
                 "dev_score": best.score if best else None,
                 "test_score": run.test_score,
                 "queries": run.queries,
-                "api_calls": run.api_calls,
-                "prompt_tokens": run.prompt_tokens,
-                "completion_tokens": run.completion_tokens,
-                "wall_s": round(run.wall_s if run.wall_s is not None
-                                else self.clock() - run.t_start, 3),
+                "api_calls": run.usage.calls,
+                "prompt_tokens": run.usage.prompt_tokens,
+                "completion_tokens": run.usage.completion_tokens,
+                "wall_s": round(self._wall(run), 3),
+                "usd": self._usd(run.usage),
                 "finished": run.finished,
+                "stopped": run.stopped,
                 "failed_queries": run.opt.n_failed,
                 "metric": run.task.metric,
                 "n_dev": len(run.splits.dev),
                 "n_test": len(run.splits.test),
             }
-        return {"tasks": tasks, "config": config_to_dict(self.cfg)}
+        total = self._run_usage()
+        usage = {"queries": sum(r.queries for r in self.runs.values()), "api_calls": total.calls,
+                 "prompt_tokens": total.prompt_tokens,
+                 "completion_tokens": total.completion_tokens, "usd": self._usd(total)}
+        return {"tasks": tasks, "usage": usage, "config": config_to_dict(self.cfg)}
 
     def close(self) -> None:
         self.cache.close()
+        self.ledger.close()
         self.out.close()
 
 
@@ -409,3 +547,12 @@ def describe_endpoint(cfg: RunConfig) -> str:
     if ev.embedded:
         return f"embedded local server ({cfg.server.model}, {resolve_api(ev)} API)"
     return f"{config_to_dict(cfg)['evaluator']['base_url']} model {ev.model} ({resolve_api(ev)} API)"
+
+
+def saved_config(path) -> dict[str, Any]:
+    """The config a run directory was created with."""
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RunStateError(f"{path} is not an izray run directory (no readable config.json); "
+                            "`izray run --out DIR` creates one") from err

@@ -6,13 +6,18 @@ Layout of ``OUT/``::
     summary.json       per-task results (contract: see README "Outputs")
     history.jsonl      one line per evaluated candidate
     cache.sqlite       every paid black-box answer (pay once)
-    state/TASK.json    BO state per task (observations, pending, RNG)
+    ledger.sqlite      every paid call, by task (usage and cost)
+    journal/           evaluator actors' call journals (answers that outlive a crash)
+    state/TASK.json    per task: BO state (observations, pending, RNG), history records,
+                       test result; rewritten atomically after every observation
     state/TASK.projection.npz   the task's random projection
     logs/              logs of the embedded model server
+    .lock              held by the driver working on the run
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -26,6 +31,7 @@ SUMMARY = "summary.json"
 HISTORY = "history.jsonl"
 CONFIG = "config.json"
 CACHE = "cache.sqlite"
+LEDGER = "ledger.sqlite"
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -46,19 +52,26 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 class RunDir:
-    """Creates and writes one run directory.
+    """Creates (or reopens) and writes one run directory.
 
     Args:
-        path: The directory. It must not exist, or be empty.
+        path: The directory. A new run needs it missing or empty.
+        resume: Reopen an existing run instead.
 
     Raises:
-        RunStateError: it holds files, or cannot be created or written.
+        RunStateError: not empty (new run) / not a run (resume), not writable, or in use by
+            another izray process.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, resume: bool = False) -> None:
         self.path = Path(path)
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-            raise RunStateError(f"output directory {self.path} is not empty; choose another --out")
+        if resume:
+            if not (self.path / CONFIG).is_file() or not (self.path / "state").is_dir():
+                raise RunStateError(f"{self.path} is not an izray run directory (no config.json "
+                                    "and state/); `izray run --out DIR` creates one")
+        elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise RunStateError(f"output directory {self.path} is not empty; choose another --out"
+                                " (or `izray resume` it)")
         created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -70,9 +83,23 @@ class RunDir:
                 _remove_empty(self.path)
             raise RunStateError(f"output directory {self.path} is not writable "
                                 f"({err.strerror}); choose another --out") from None
-        (self.path / "state").mkdir(exist_ok=True)
-        (self.path / "logs").mkdir(exist_ok=True)
+        self._lock = open(self.path / ".lock", "a+")  # noqa: SIM115 - held for the run
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RunStateError(f"{self.path} is in use by another izray process") from None
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"{os.getpid()}\n")
+        self._lock.flush()
+        for sub in ("state", "logs", "journal"):
+            (self.path / sub).mkdir(exist_ok=True)
         self._history = open(self.path / HISTORY, "a", encoding="utf-8")  # noqa: SIM115
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.path / "journal"
 
     def write_config(self, config: Mapping[str, Any]) -> None:
         atomic_write_json(self.path / CONFIG, config)
@@ -83,8 +110,28 @@ class RunDir:
         self._history.flush()
         os.fsync(self._history.fileno())
 
+    def rewrite_history(self, records: list[Mapping[str, Any]]) -> None:
+        """Replace history.jsonl with ``records`` (atomically): used when resuming."""
+        self._history.close()
+        tmp = self.path / f".{HISTORY}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path / HISTORY)
+        self._history = open(self.path / HISTORY, "a", encoding="utf-8")  # noqa: SIM115
+
     def write_state(self, task: str, state: Mapping[str, Any]) -> None:
         atomic_write_json(self.path / "state" / f"{task}.json", state)
+
+    def read_state(self, task: str) -> dict[str, Any] | None:
+        path = self.path / "state" / f"{task}.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise RunStateError(f"{path} is unreadable ({err}); the run cannot be resumed") from None
 
     def projection_path(self, task: str) -> Path:
         return self.path / "state" / f"{task}.projection.npz"
@@ -94,6 +141,7 @@ class RunDir:
 
     def close(self) -> None:
         self._history.close()
+        self._lock.close()
 
 
 def _remove_empty(path: Path) -> None:

@@ -1,11 +1,19 @@
 """Shared pytest fixtures.
 
-Sections: task data; Ray; the small real model; the black-box simulator.
+Sections: task data; Ray (in-process local cluster, and a `ray start --head` cluster);
+the small real model; the black-box simulator.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,6 +55,77 @@ def ray_local():
         ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+#: The API key the cluster tests give the nodes (and check never leaks).
+SECRET = "sk-izray-test-7f3a9c1e5b"
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (Ray's processes of one head)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = root.children(recursive=True) + [root]
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=15)
+
+
+@dataclass
+class RayHead:
+    dashboard: str  # http://127.0.0.1:PORT, for `ray job`
+    gcs: str  # 127.0.0.1:PORT, for drivers (RAY_ADDRESS)
+    client_env: dict  # environment for clients: venv on PATH, token auth, no key
+    temp: Path  # the cluster's temp dir (its logs)
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real Ray cluster started with `ray start --head` (stopped at the end of the session).
+
+    Its nodes have OPENAI_API_KEY=SECRET in their environment, as an operator would set it;
+    clients (drivers, `ray job`) get no key.
+    """
+    temp = tempfile.mkdtemp(prefix="/tmp/izr-")  # short: Ray's socket paths have a length cap
+    dash, gcs = _free_port(), _free_port()
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OPENAI_API_KEY=SECRET)
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
+         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
+         "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    client_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "RAY_ADDRESS")}
+    client_env.update(PATH=env["PATH"], RAY_AUTH_MODE="token")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
+                                   env=client_env, capture_output=True, text=True, check=False)
+            if probe.returncode == 0:
+                break
+            if time.monotonic() > deadline or head.poll() is not None:
+                pytest.fail(f"ray head did not come up: {probe.stderr[-1000:]}")
+            time.sleep(2)
+        yield RayHead(address, f"127.0.0.1:{gcs}", client_env, Path(temp))
+    finally:
+        kill_tree(head.pid)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

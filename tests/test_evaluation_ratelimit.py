@@ -357,3 +357,12 @@ def test_late_settle_does_not_bank_idle_time_into_a_burst():
     lim.settle(1000, 10)  # the call used far fewer tokens than reserved
     assert lim.reserve(1000) == 0.0
     assert lim.reserve(1000) == pytest.approx(60.0)  # the next full minute, not a burst
+
+
+def test_margin_paces_below_the_limit():
+    """With a 2% margin, 60 rpm is paced at 58.8 rpm: slots 60/58.8 s apart."""
+    from izray.evaluation.ratelimit import RateLimiter as _RL
+
+    lim = _RL(rpm=60, tpm=None, clock=lambda: 0.0, margin=0.02)
+    waits = [lim.reserve(1) for _ in range(3)]
+    assert waits == pytest.approx([0.0, 60 / 58.8, 120 / 58.8])

@@ -9,77 +9,21 @@ test checks it never shows up in the run's files, the job's logs or its metadata
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import psutil
 import pytest
+from conftest import SECRET
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SECRET = "sk-izray-test-7f3a9c1e5b"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _kill_tree(pid: int) -> None:
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    procs = root.children(recursive=True) + [root]
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=15)
-
-
-@pytest.fixture(scope="module")
-def ray_head():
-    temp = tempfile.mkdtemp(prefix="/tmp/izr-")  # short: Ray's socket paths have a length cap
-    dash, gcs = _free_port(), _free_port()
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OPENAI_API_KEY=SECRET)
-    env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
-         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
-         "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
-    client_env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    client_env.update(PATH=env["PATH"], RAY_AUTH_MODE="token")
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
-                                   env=client_env, capture_output=True, text=True, check=False)
-            if probe.returncode == 0:
-                break
-            if time.monotonic() > deadline or head.poll() is not None:
-                pytest.fail(f"ray head did not come up: {probe.stderr[-1000:]}")
-            time.sleep(2)
-        yield address, client_env, Path(temp)
-    finally:
-        _kill_tree(head.pid)
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_job_submit_runs_izray_on_the_cluster(ray_head, simulator, tmp_path):
-    address, client_env, ray_temp = ray_head
+    address, client_env, ray_temp = ray_head.dashboard, ray_head.client_env, ray_head.temp
     sim = simulator(api_key=SECRET, latency_ms=(1, 5))
     cfg = tmp_path / "run.yaml"
     cfg.write_text(

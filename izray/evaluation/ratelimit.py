@@ -53,6 +53,9 @@ class RateLimiter:
         rpm: Requests per minute, ``None`` for no limit.
         tpm: Tokens per minute, ``None`` for no limit.
         clock: Monotonic clock in seconds (injected in tests).
+        margin: Fraction of the limits left unused, so that network jitter between a
+            request's slot and its arrival cannot push a server's 60 s window over the limit
+            (izray uses ``evaluator.rate_margin``, 2%).
 
     Example:
         >>> lim = RateLimiter(rpm=60, tpm=None, clock=lambda: 0.0)
@@ -61,9 +64,10 @@ class RateLimiter:
     """
 
     def __init__(self, rpm: float | None, tpm: float | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rpm = rpm
-        self.tpm = tpm
+                 clock: Callable[[], float] = time.monotonic, margin: float = 0.0) -> None:
+        self.margin = margin
+        self.rpm = rpm * (1.0 - margin) if rpm else rpm
+        self.tpm = tpm * (1.0 - margin) if tpm else tpm
         self.clock = clock
         self._req_tat = -float("inf")  # theoretical arrival time of the next request
         self._tok_tat = -float("inf")

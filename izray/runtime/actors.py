@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +80,16 @@ class GeneratorActor:
 class RateLimiterActor:
     """The shared :class:`~izray.evaluation.RateLimiter` of one endpoint and model."""
 
-    def __init__(self, rpm: float | None, tpm: float | None, state: dict | None = None) -> None:
+    def __init__(self, rpm: float | None, tpm: float | None, margin: float = 0.0) -> None:
         from izray.evaluation.ratelimit import RateLimiter
 
-        self.lim = RateLimiter(rpm, tpm)
-        if state:
-            self.lim.set_state(state)
+        self.lim = RateLimiter(rpm, tpm, margin=margin)
 
-    def configure(self, rpm: float | None, tpm: float | None) -> None:
+    def configure(self, rpm: float | None, tpm: float | None, margin: float = 0.0) -> None:
         """Adopt the limits of a (re)starting run; the pacing state is kept."""
-        self.lim.rpm, self.lim.tpm = rpm, tpm
+        self.lim.margin = margin
+        self.lim.rpm = rpm * (1.0 - margin) if rpm else rpm
+        self.lim.tpm = tpm * (1.0 - margin) if tpm else tpm
 
     def reserve(self, tokens: int) -> float:
         return self.lim.reserve(tokens)
@@ -149,12 +150,18 @@ class EvaluatorActor:
         key_env: Variable holding the key (read here, on this node).
         key_file: Or a file holding it.
         limiter: Optional :class:`RateLimiterActor` handle.
+        call_settings: Cache-key settings (for the journal and pay-once).
+        journal_dir: The run's journal directory; each incarnation of this actor appends to
+            its own file there, and reloads every journal's answers on (re)start, so a call
+            finished before a crash is never paid again. ``None`` or unreachable: no journal.
     """
 
     def __init__(self, client_kwargs: dict[str, Any], concurrency: int, key_env: str,
-                 key_file: str | None, limiter=None) -> None:
+                 key_file: str | None, limiter=None, call_settings: dict | None = None,
+                 journal_dir: str | None = None) -> None:
         _setup_logging()
         from izray.evaluation import BlackBoxClient, Evaluator
+        from izray.evaluation.ledger import Journal, read_journals
 
         # No key is fine for servers without auth; one that needs a key answers 401, which
         # fails the run at its first check with a message naming the key variable.
@@ -162,13 +169,22 @@ class EvaluatorActor:
         self.client = BlackBoxClient(api_key=key, key_env=key_env,
                                      limiter=_RemoteLimiter(limiter) if limiter else None,
                                      **client_kwargs)
-        self.evaluator = Evaluator(self.client, concurrency)
+        journal, known = None, {}
+        if journal_dir is not None and call_settings is not None:
+            try:
+                known = {r.key: r.text for r in read_journals(journal_dir) if r.ok}
+                journal = Journal(Path(journal_dir) / f"eval-{uuid.uuid4().hex[:12]}.jsonl")
+            except OSError as err:
+                logging.getLogger(__name__).warning(
+                    "no call journal on this node (%s): calls in flight at a crash may be "
+                    "paid again", err)
+        self.evaluator = Evaluator(self.client, concurrency, call_settings, journal, known)
 
     async def check(self) -> None:
         await self.client.check()
 
-    async def evaluate(self, prompts: list[str]):
-        return await self.evaluator.evaluate(prompts)
+    async def evaluate(self, prompts: list[str], tag: str = ""):
+        return await self.evaluator.evaluate(prompts, tag)
 
     def pid(self) -> int:
         return os.getpid()

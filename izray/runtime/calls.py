@@ -19,19 +19,11 @@ from typing import Any
 import ray
 
 from izray.evaluation import CachedAnswer, CallOutcome, ResponseCache, cache_key
+from izray.evaluation.ledger import CallRecord, Ledger, Usage
 
 #: ``done(answers, usage, error)``: answers align with the prompts (``None`` where a call
 #: failed); ``usage`` is what *this* request paid; ``error`` is the first failure, if any.
 DoneFn = Callable[[list[str | None], "Usage", str | None], None]
-
-
-@dataclass
-class Usage:
-    """What a request cost: HTTP requests sent (retries included) and billed tokens."""
-
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
 
 
 @dataclass(eq=False)
@@ -50,6 +42,7 @@ class CallBroker:
 
     Args:
         cache: The persistent response cache.
+        ledger: Where every paid call is recorded (by task) before its answer is used.
         settings: Black-box settings that, with the prompt, determine an answer (cache key).
         submit: Sends a list of prompts to an evaluator actor; returns a Ray ref to
             ``list[CallOutcome]``.
@@ -57,11 +50,12 @@ class CallBroker:
         register: Makes the driver call ``callback(ref)`` when ``ref`` is ready.
     """
 
-    def __init__(self, cache: ResponseCache, settings: dict[str, Any],
-                 submit: Callable[[list[str]], ray.ObjectRef],
+    def __init__(self, cache: ResponseCache, ledger: Ledger, settings: dict[str, Any],
+                 submit: Callable[[list[str], str], ray.ObjectRef],
                  finish: Callable[[ray.ObjectRef], None],
                  register: Callable[[ray.ObjectRef, Callable], None]) -> None:
         self.cache = cache
+        self.ledger = ledger
         self.settings = settings
         self.submit = submit
         self.finish = finish
@@ -69,8 +63,14 @@ class CallBroker:
         self._inflight: dict[str, list[_Request]] = {}
         self.shared = 0  # prompts answered by a call another request had in flight
 
-    def request(self, prompts: list[str], done: DoneFn) -> None:
-        """Answer ``prompts``; ``done`` is called exactly once (maybe immediately)."""
+    def request(self, prompts: list[str], done: DoneFn, tag: str = "") -> None:
+        """Answer ``prompts``; ``done`` is called exactly once (maybe immediately).
+
+        Args:
+            prompts: The prompts.
+            done: Callback with the answers, this request's usage and the first error.
+            tag: Who pays for new calls (the task name), for the ledger.
+        """
         keys = [cache_key(self.settings, p) for p in prompts]
         hits = self.cache.get_many(keys)
         req = _Request(keys, {k: a.text for k, a in hits.items()}, {}, set(), done)
@@ -86,14 +86,19 @@ class CallBroker:
                 self._inflight[key] = [req]
                 new[key] = prompt
         if new:
-            ref = self.submit(list(new.values()))
+            ref = self.submit(list(new.values()), tag)
             new_keys = list(new)
-            self.register(ref, lambda r: self._on_outcomes(r, new_keys, req))
+            self.register(ref, lambda r: self._on_outcomes(r, new_keys, req, tag))
         self._maybe_done(req)
 
-    def _on_outcomes(self, ref: ray.ObjectRef, keys: list[str], payer: _Request) -> None:
+    def _on_outcomes(self, ref: ray.ObjectRef, keys: list[str], payer: _Request,
+                     tag: str) -> None:
         self.finish(ref)
         outcomes: list[CallOutcome] = ray.get(ref)
+        self.ledger.record(
+            CallRecord(oc.call_id, tag, key, oc.ok, None, oc.prompt_tokens, oc.completion_tokens,
+                       oc.attempts, oc.error)
+            for key, oc in zip(keys, outcomes, strict=True) if oc.call_id is not None)
         fresh: dict[str, CachedAnswer] = {}
         for key, oc in zip(keys, outcomes, strict=True):
             payer.usage.calls += oc.attempts

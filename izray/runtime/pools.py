@@ -194,15 +194,29 @@ class EvaluatorPool:
         cfg: Evaluator section.
         client_kwargs: Client arguments (no key: actors read it themselves).
         limiter: Shared rate limiter actor, or ``None``.
+        call_settings: Cache-key settings (journal, pay-once inside the actors).
+        journal_dir: The run's journal directory.
+        name_prefix: If set, the actors are named ``{prefix}-{i}`` and detached: they outlive
+            a crashed driver, finish the calls it left in flight (journaling them), and a
+            resumed driver picks them up again by name.
     """
 
-    def __init__(self, cfg: EvaluatorConfig, client_kwargs: dict[str, Any], limiter=None) -> None:
+    def __init__(self, cfg: EvaluatorConfig, client_kwargs: dict[str, Any], limiter=None,
+                 call_settings: dict | None = None, journal_dir: str | None = None,
+                 name_prefix: str | None = None) -> None:
         opts = {"num_cpus": 0.1, "max_restarts": ACTOR_MAX_RESTARTS,
                 "max_task_retries": ACTOR_MAX_TASK_RETRIES, "max_concurrency": 1000,
                 "runtime_env": {"env_vars": ACTOR_ENV}}
-        self.slots = [_Slot(EvaluatorActor.options(**opts).remote(
-            client_kwargs, cfg.concurrency, cfg.api_key_env, cfg.api_key_file, limiter))
-            for _ in range(cfg.num_actors)]
+        self.slots = []
+        for i in range(cfg.num_actors):
+            named = {}
+            if name_prefix:
+                named = {"name": f"{name_prefix}-{i}", "namespace": "izray",
+                         "lifetime": "detached", "get_if_exists": True}
+            actor = EvaluatorActor.options(**opts, **named).remote(
+                client_kwargs, cfg.concurrency, cfg.api_key_env, cfg.api_key_file, limiter,
+                call_settings, journal_dir)
+            self.slots.append(_Slot(actor))
         self.calls: dict[ray.ObjectRef, _Slot] = {}
         self._rr = itertools.count()
 
@@ -210,9 +224,9 @@ class EvaluatorPool:
         """Fail fast on a bad endpoint, key or model (raises the actor's EndpointError)."""
         ray.get([s.actor.check.remote() for s in self.slots])
 
-    def submit(self, prompts: list[str]) -> ray.ObjectRef:
+    def submit(self, prompts: list[str], tag: str = "") -> ray.ObjectRef:
         slot = min(self.slots, key=lambda s: (len(s.inflight), next(self._rr)))
-        ref = slot.actor.evaluate.remote(prompts)
+        ref = slot.actor.evaluate.remote(prompts, tag)
         slot.inflight.add(ref)
         self.calls[ref] = slot
         return ref

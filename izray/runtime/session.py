@@ -92,16 +92,17 @@ def shared_limiter(cfg: RunConfig, model: str):
     or re-submitted job continues the pacing instead of starting with a fresh budget.
     """
     endpoint = config_to_dict(cfg)["evaluator"]["base_url"] or "embedded"
-    if cfg.evaluator.embedded:  # a private server per run: nothing to share
-        return RateLimiterActor.options(num_cpus=0).remote(cfg.evaluator.rpm, cfg.evaluator.tpm)
+    ev = cfg.evaluator
+    if ev.embedded:  # a private server per run: nothing to share
+        return RateLimiterActor.options(num_cpus=0).remote(ev.rpm, ev.tpm, ev.rate_margin)
     digest = hashlib.sha256(f"{endpoint}|{model}".encode()).hexdigest()[:16]
     # On the driver's node (the head in a job), which the autoscaler never removes.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     handle = RateLimiterActor.options(name=f"izray-limiter-{digest}", namespace="izray",
                                       lifetime="detached", get_if_exists=True, num_cpus=0,
                                       max_restarts=-1, scheduling_strategy=here).remote(
-        cfg.evaluator.rpm, cfg.evaluator.tpm)
-    ray.get(handle.configure.remote(cfg.evaluator.rpm, cfg.evaluator.tpm))
+        ev.rpm, ev.tpm, ev.rate_margin)
+    ray.get(handle.configure.remote(ev.rpm, ev.tpm, ev.rate_margin))
     return handle
 
 
@@ -122,6 +123,7 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
                     "auth; on a cluster the evaluator actors read it on their own nodes)", where)
     owns = init_ray(cfg)
     extra = []
+    pools: list = []
     t0 = time.monotonic()
     try:
         server_ref = None
@@ -133,6 +135,7 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
             extra.append(server)
             server_ref = server.wait_ready.remote(cfg.server.startup_timeout_s)
         generators = GeneratorPool(cfg.generator, cfg.seed)
+        pools.append(generators)
         log.info("starting %s %s generator actor(s) on %s%s; the first start converts the model "
                  "and loads the engines, which takes a few minutes on a CPU",
                  cfg.generator.num_actors, cfg.generator.backend, cfg.generator.model,
@@ -157,19 +160,30 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
             limiter = shared_limiter(cfg, model)
             if ev.embedded:
                 extra.append(limiter)
-        evaluators = EvaluatorPool(ev, client_kwargs, limiter)
-        evaluators.check()
-        log.info("ready in %.0f s: generator %s (hidden %d), black box at %s", time.monotonic() - t0,
-                 info.model, info.hidden, base_url if not ev.embedded else "embedded server")
         endpoint = (f"embedded:{cfg.server.model}" if ev.embedded
                     else config_to_dict(cfg)["evaluator"]["base_url"])
         call_settings = {"endpoint": endpoint, "model": model, "api": resolve_api(ev),
                          "temperature": ev.temperature, "max_tokens": ev.max_tokens,
                          "stop": list(ev.stop)}
+        # On a cluster the evaluators are detached and named after the run directory: they
+        # outlive a crashed driver, finish and journal its in-flight calls, and a resumed
+        # driver reconnects to them.
+        prefix = None
+        if not owns:
+            run_id = hashlib.sha256(str(run_path.resolve()).encode()).hexdigest()[:12]
+            prefix = f"izray-eval-{run_id}"
+        evaluators = EvaluatorPool(ev, client_kwargs, limiter, call_settings,
+                                   str(run_path / "journal"), prefix)
+        pools.append(evaluators)
+        evaluators.check()
+        log.info("ready in %.0f s: generator %s (hidden %d), black box at %s", time.monotonic() - t0,
+                 info.model, info.hidden, base_url if not ev.embedded else "embedded server")
         return Session(generators, evaluators, info, call_settings, owns, extra)
     except Exception as err:
         for actor in extra:
             ray.kill(actor)
+        for pool in pools:
+            pool.shutdown()
         if owns:
             ray.shutdown()
         unwrapped = unwrap_actor_error(err)

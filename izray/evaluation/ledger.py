@@ -1,0 +1,136 @@
+"""The call ledger: every black-box call izray paid for, by task, durable across crashes.
+
+Two writers, one truth:
+
+* evaluator actors append each call's outcome to their own JSON-lines journal in
+  ``OUT/journal/`` the moment it completes (so a call that finishes while the driver is dead
+  is not lost: its answer and its cost are on disk);
+* the driver records the outcomes it receives in ``OUT/ledger.sqlite``.
+
+Every outcome carries a unique call id, so :meth:`Ledger.ingest_journals` can fold the
+journals into the ledger (and their answers into the response cache) without counting a
+call twice. Usage per task is then a query over the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Usage:
+    """Calls (HTTP requests, retries included) and billed tokens."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call's outcome as journaled and ledgered."""
+
+    id: str
+    tag: str
+    key: str
+    ok: bool
+    text: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CallRecord:
+        return cls(str(d["id"]), str(d.get("tag", "")), str(d["key"]), bool(d["ok"]),
+                   d.get("text"), int(d.get("prompt_tokens", 0)),
+                   int(d.get("completion_tokens", 0)), int(d.get("attempts", 0)), d.get("error"))
+
+
+class Journal:
+    """Append-only JSON lines, flushed and fsynced per record (one file per writer)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
+
+    def append(self, record: CallRecord) -> None:
+        self._fh.write(record.to_json() + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_journals(directory: str | Path) -> Iterator[CallRecord]:
+    """Every complete record in ``directory/*.jsonl`` (a torn last line is skipped)."""
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    yield CallRecord.from_dict(json.loads(line))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a write cut short by a crash
+
+
+class Ledger:
+    """sqlite table of call records, keyed by call id.
+
+    Args:
+        path: The database file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls (id TEXT PRIMARY KEY, tag TEXT, "
+                         "key TEXT, ok INTEGER, attempts INTEGER, prompt_tokens INTEGER, "
+                         "completion_tokens INTEGER, t REAL)")
+
+    def record(self, records: Iterable[CallRecord]) -> int:
+        """Store records not stored yet; returns how many were new."""
+        rows = [(r.id, r.tag, r.key, int(r.ok), r.attempts, r.prompt_tokens, r.completion_tokens,
+                 time.time()) for r in records]
+        if not rows:
+            return 0
+        before = self._db.total_changes
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 rows)
+        return self._db.total_changes - before
+
+    def usage_by_tag(self) -> dict[str, Usage]:
+        out = {}
+        for tag, calls, pt, ct in self._db.execute(
+                "SELECT tag, SUM(attempts), SUM(prompt_tokens), SUM(completion_tokens) FROM calls "
+                "GROUP BY tag"):
+            out[tag] = Usage(int(calls or 0), int(pt or 0), int(ct or 0))
+        return out
+
+    def total(self) -> Usage:
+        total = Usage()
+        for u in self.usage_by_tag().values():
+            total.add(u)
+        return total
+
+    def close(self) -> None:
+        self._db.close()
