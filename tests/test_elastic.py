@@ -46,7 +46,7 @@ def test_auto_pool_grows_when_a_gpu_node_joins(ray_head, simulator, tmp_path):
         while not (out / "history.jsonl").exists() and time.monotonic() < deadline:
             time.sleep(0.5)
         nodes.append(_add_gpu_node(ray_head.gcs, env))  # the autoscaler adds a GPU node
-        stdout, stderr = driver.communicate(timeout=600)
+        _, stderr = driver.communicate(timeout=600)
     finally:
         for node in nodes:
             kill_tree(node.pid)
