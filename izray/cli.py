@@ -179,8 +179,10 @@ def run_config(cfg, out: Path, resume: bool = False) -> int:
     from izray.config import config_to_dict
     from izray.driver import prepare_tasks
     from izray.report import RunDir
+    from izray.runtime.session import preflight
 
     tasks = prepare_tasks(cfg)  # bad tasks fail here, before anything is created
+    preflight(cfg)
     created = not out.exists()
     rundir = RunDir(out, resume=resume)
     if not resume:

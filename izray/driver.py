@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from izray._constants import EMBEDDED_MODEL_NAME
 from izray.bo import ProposalSettings, TaskOptimizer
 from izray.config import RunConfig, config_to_dict
 from izray.costs import cap_reached, cost_usd
@@ -172,6 +173,14 @@ class Driver:
             max_t = max([max_t, *(float(r.get("t", 0.0)) for r in run.records)])
         self.t0 = self.clock() - max_t
         self.ingest_journals()
+        for run in self.runs.values():
+            if run.stopped and self._cap(run) is None:  # caps were raised: carry on
+                log.info("[%s] continuing: %s no longer applies", run.name, run.stopped)
+                run.stopped = None
+                run.finished = False
+                run.test_score = None
+                run.wall_s = None
+                run.opt.budget = self.cfg.bo.budget
         self.out.rewrite_history(sorted((r for run in self.runs.values() for r in run.records),
                                         key=lambda r: r.get("t", 0.0)))
         self.resumed = True
@@ -235,10 +244,6 @@ class Driver:
         self.ingest_journals()
         for run in self.runs.values():
             run.t_start = self.clock()
-            if run.stopped and self._cap(run) is None:  # caps were raised: carry on
-                log.info("[%s] continuing: %s no longer applies", run.name, run.stopped)
-                run.stopped = None
-                run.opt.budget = self.cfg.bo.budget
         t_loop = self.clock()
         while not all(r.finished for r in self.runs.values()):
             self._scale()
@@ -249,6 +254,8 @@ class Driver:
                 self.handlers[ref] = self._on_generated
             for ref in self.generators.starting_refs():
                 self.handlers.setdefault(ref, self.generators.on_started)
+            if all(r.finished for r in self.runs.values()):
+                break  # the last task finished without waiting (cap, cached test answers)
             if not self.handlers:
                 stuck = [r.name for r in self.runs.values() if not r.finished]
                 raise IzrayError(f"internal error: nothing in flight for tasks {stuck}")
@@ -346,7 +353,8 @@ class Driver:
     # ---------------------------------------------------------------- caps
 
     def _usd(self, usage: Usage) -> float | None:
-        return cost_usd(self.cfg.prices, self.call_settings.get("model"), usage)
+        model = self.cfg.evaluator.model or EMBEDDED_MODEL_NAME
+        return cost_usd(self.cfg.prices, model, usage)
 
     def _run_usage(self) -> Usage:
         total = Usage()

@@ -161,7 +161,10 @@ def format_results(summary: Mapping[str, Any]) -> str:
         lines.append(f"  best instruction: {r.get('best_instruction') or '(none)'}")
         lines.append(f"  dev score {_fmt(dev)}   test score {_fmt(test)}   queries {r['queries']}"
                      f"   API calls {r['api_calls']}   tokens {r['prompt_tokens']}+"
-                     f"{r['completion_tokens']}   {r['wall_s']:.0f} s")
+                     f"{r['completion_tokens']}   {r['wall_s']:.0f} s"
+                     + ("" if r.get("usd") is None else f"   ${r['usd']:.4f}"))
+        if r.get("stopped"):
+            lines.append(f"  stopped: {r['stopped']}")
     return "\n".join(lines)
 
 

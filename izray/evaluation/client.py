@@ -26,6 +26,7 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from izray import _constants as C
+from izray.config import _redact_url
 from izray.errors import CallFailed, EndpointError
 from izray.evaluation.ratelimit import estimate_tokens
 
@@ -155,6 +156,7 @@ class BlackBoxClient:
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
                  rng: random.Random | None = None, key_env: str = C.API_KEY_ENV) -> None:
         self.base_url = base_url
+        self.shown_url = _redact_url(base_url)  # for messages: no user:password@
         self.model = model
         self.api = api
         self.temperature = temperature
@@ -229,7 +231,7 @@ class BlackBoxClient:
         try:
             return await retrying(attempt)
         except Exception as err:
-            fatal = fatal_error(err, self.base_url, self.model, self.key_env)
+            fatal = fatal_error(err, self.shown_url, self.model, self.key_env)
             if fatal is not None:
                 raise fatal from None
             raise CallFailed(f"call failed after {attempts} attempt(s): {_describe(err)}",
@@ -269,18 +271,18 @@ class BlackBoxClient:
         except Exception as err:  # noqa: BLE001 - classified below, nothing is swallowed
             if _status(err) == 404:
                 return  # no /models route: nothing to check here
-            fatal = fatal_error(err, self.base_url, self.model, self.key_env)
+            fatal = fatal_error(err, self.shown_url, self.model, self.key_env)
             if fatal is not None:
                 raise fatal from None
             if isinstance(err, openai.APIConnectionError):
-                raise EndpointError(f"cannot reach {self.base_url}: {_describe(err)}; check "
+                raise EndpointError(f"cannot reach {self.shown_url}: {_describe(err)}; check "
                                     "evaluator.base_url and that the server is up") from None
             log.warning("endpoint check got %s; continuing", _describe(err))
             return
         names = [m.id for m in getattr(page, "data", []) or []]
         if names and self.model not in names:
             shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
-            raise EndpointError(f"model {self.model!r} is not served at {self.base_url} "
+            raise EndpointError(f"model {self.model!r} is not served at {self.shown_url} "
                                 f"(it serves: {shown}); fix evaluator.model")
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from izray import _constants as C
 from izray.config import RunConfig, config_to_dict
-from izray.errors import IzrayError
+from izray.errors import ConfigError, IzrayError
 from izray.evaluation import resolve_api
 from izray.generation import ModelInfo
 from izray.models import BUILTIN_MODELS, resolve_model
@@ -70,6 +70,29 @@ def _check_model_name(name: str) -> None:
         resolve_model(name)  # raises a one-line error for a missing path
 
 
+def preflight(cfg: RunConfig) -> None:
+    """Checks that need no cluster: model paths. Run before anything is created or logged."""
+    if cfg.generator.backend != "sim":
+        _check_model_name(cfg.generator.model)
+    if cfg.evaluator.embedded:
+        _check_model_name(cfg.server.model)
+
+
+def _check_local_cpus(cfg: RunConfig) -> None:
+    """A local cluster must leave room for one proposal task, or BO would wait forever."""
+    total = ray.cluster_resources().get("CPU", 0.0)
+    reserved = (cfg.generator.num_cpus * _int_actors(cfg) + 0.1 * cfg.evaluator.num_actors
+                + (cfg.server.num_cpus if cfg.evaluator.embedded else 0.0))
+    if total - reserved < cfg.bo.num_cpus:
+        raise ConfigError(f"bo.num_cpus={cfg.bo.num_cpus:g} does not fit: the local cluster has "
+                          f"{total:g} logical CPUs and the actors reserve {reserved:g}; raise "
+                          "ray.num_cpus or lower bo.num_cpus / generator.num_cpus")
+
+
+def _int_actors(cfg: RunConfig) -> int:
+    return cfg.generator.num_actors if isinstance(cfg.generator.num_actors, int) else 1
+
+
 def unwrap_actor_error(err: Exception) -> Exception:
     """The izray error inside a Ray task/actor error, if there is one."""
     cause = getattr(err, "cause", None)
@@ -112,10 +135,7 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
     Raises:
         IzrayError: a model cannot be loaded, the endpoint is unreachable or rejects the key.
     """
-    if cfg.generator.backend != "sim":
-        _check_model_name(cfg.generator.model)
-    if cfg.evaluator.embedded:
-        _check_model_name(cfg.server.model)
+    preflight(cfg)
     ev = cfg.evaluator
     if not ev.embedded and read_api_key(ev.api_key_env, ev.api_key_file) is None:
         where = f"file {ev.api_key_file}" if ev.api_key_file else f"${ev.api_key_env}"
@@ -177,7 +197,9 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
         pools.append(evaluators)
         evaluators.check()
         log.info("ready in %.0f s: generator %s (hidden %d), black box at %s", time.monotonic() - t0,
-                 info.model, info.hidden, base_url if not ev.embedded else "embedded server")
+                 info.model, info.hidden, endpoint)
+        if owns:
+            _check_local_cpus(cfg)
         return Session(generators, evaluators, info, call_settings, owns, extra)
     except Exception as err:
         for actor in extra:

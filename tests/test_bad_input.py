@@ -1,0 +1,310 @@
+"""Bad input through the real command line (``izray.cli.main``), one table.
+
+Every case must: exit 2; print exactly one ``izray: error: ...`` line to stderr, naming the
+problem; and leave no partial garbage (the ``--out`` directory does not exist afterwards, and
+directories that existed before, e.g. a finished run being resumed, are byte-for-byte
+unchanged). Cases that reach the endpoint check need Ray; they use the simulated generator, so
+they fail within seconds at the check, before any candidate is generated.
+
+For every case that fails before a run starts, stderr is that one line and nothing else. The
+few cases marked ``starts`` fail while the pools come up (endpoint, key, model checks, the
+generator's model path), after the CLI has logged its progress lines ("izray: 1 task(s) ...",
+"starting 1 sim generator actor(s) ..."); for them the error must be the last line and every
+other line one of the CLI's own timestamped log lines (no traceback, no Ray output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from izray.cli import main
+
+#: ``--set`` arguments that make a run fast and model-free (simulated generator).
+SIM = ("generator.backend=sim", "evaluator.model=sim-model", "bo.budget=4", "bo.n_init=2",
+       "bo.batch_size=2", "tasks.n_test=5", "generator.max_new_tokens=8")
+
+
+#: A line of the CLI's own log (``_setup_logging``): time, then the message.
+PROGRESS = re.compile(r"\d\d:\d\d:\d\d \S")
+
+
+def sets(*items: str) -> list[str]:
+    out = []
+    for item in items:
+        out += ["--set", item]
+    return out
+
+
+def ii_file(path: Path, examples: list[dict]) -> None:
+    """An Instruction Induction JSON file with ``examples``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"metadata": {"num_examples": len(examples)},
+            "examples": {str(i + 1): ex for i, ex in enumerate(examples)}}
+    path.write_text(json.dumps(data))
+
+
+def ii_task(root: Path, n: int = 40, induce: str | None = None) -> Path:
+    """A data directory with task ``x`` (``induce/x.json``, ``execute/x.json``)."""
+    examples = [{"input": f"word{i}", "output": f"word{i}s"} for i in range(n)]
+    ii_file(root / "induce" / "x.json", examples)
+    ii_file(root / "execute" / "x.json", examples[:10])
+    if induce is not None:
+        (root / "induce" / "x.json").write_text(induce)
+    return root
+
+
+def snapshot(path: Path):
+    """What is at ``path``: ``None``, a file's hash, or every entry of a directory tree."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    if path.is_file():
+        return ("file", hashlib.sha256(path.read_bytes()).hexdigest())
+    entries = []
+    for p in sorted(path.rglob("*")):
+        rel = str(p.relative_to(path))
+        if p.is_file():
+            entries.append((rel, "file", hashlib.sha256(p.read_bytes()).hexdigest()))
+        else:
+            entries.append((rel, "dir", None))
+    return ("dir", tuple(entries))
+
+
+@dataclass
+class Ctx:
+    """What a case's ``build`` gets: scratch space and lazily started services."""
+
+    tmp: Path
+    request: pytest.FixtureRequest
+    monkeypatch: pytest.MonkeyPatch
+    out: Path = field(init=False)
+    watch: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.out = self.tmp / "out"
+        self.watch = [self.out]
+
+    def sim(self, **kwargs):
+        self.request.getfixturevalue("ray_local")
+        return self.request.getfixturevalue("simulator")(**kwargs)
+
+    def finished_run(self) -> tuple[Path, list[str]]:
+        return self.request.getfixturevalue("finished_run")
+
+    def run(self, *args: str, out: Path | None = None) -> list[str]:
+        return ["run", "--out", str(out or self.out), *args]
+
+
+@dataclass(frozen=True)
+class Case:
+    """``starts``: the run gets as far as starting its pools (it logs progress first)."""
+
+    id: str
+    build: Callable[[Ctx], list[str]]
+    needle: str
+    starts: bool = False
+
+
+def _malformed_yaml(c: Ctx) -> list[str]:
+    cfg = c.tmp / "bad.yaml"
+    cfg.write_text("bo:\n  budget: [1, 2\ntasks: {names: [plural]}\n")
+    return c.run(str(cfg))
+
+
+def _bad_json(c: Ctx) -> list[str]:
+    data = ii_task(c.tmp / "data", induce='{"examples": {"1": {"input": "a", "output": "b"},')
+    return c.run("--data-dir", str(data), "--tasks", "x")
+
+
+def _missing_fields(c: Ctx) -> list[str]:
+    data = ii_task(c.tmp / "data")
+    ii_file(data / "induce" / "x.json",
+            [{"input": f"w{i}", "output": f"w{i}s"} for i in range(30)] + [{"input": "w"}])
+    return c.run("--data-dir", str(data), "--tasks", "x")
+
+
+def _too_few(c: Ctx) -> list[str]:
+    data = ii_task(c.tmp / "data", n=4)
+    return c.run("--data-dir", str(data), "--tasks", "x")
+
+
+def _jsonl_bad_line(c: Ctx) -> list[str]:
+    (c.tmp / "data").mkdir()
+    lines = [json.dumps({"input": f"w{i}", "output": f"w{i}s"}) for i in range(30)]
+    lines.insert(7, '{"input": "oops", ')
+    (c.tmp / "data" / "y.jsonl").write_text("\n".join(lines) + "\n")
+    return c.run("--data-dir", str(c.tmp / "data"), "--tasks", "y")
+
+
+def _empty_data_dir(c: Ctx) -> list[str]:
+    (c.tmp / "empty").mkdir()
+    return c.run("--data-dir", str(c.tmp / "empty"), "--tasks", "antonyms")
+
+
+def _unreachable(c: Ctx) -> list[str]:
+    c.request.getfixturevalue("ray_local")
+    return c.run("--tasks", "plural",
+                 *sets(*SIM, "evaluator.base_url=http://127.0.0.1:9/v1"))
+
+
+def _wrong_key_env(c: Ctx) -> list[str]:
+    # The evaluator actors read the key from their own environment; workers of the running
+    # ray_local cluster do not see a variable set now (see test_secrets.py), so the request
+    # goes with a wrong key or none: 401 either way, which is what this case checks.
+    sim = c.sim(api_key="the-right-key")
+    c.monkeypatch.setenv("OPENAI_API_KEY", "a-wrong-key")
+    return c.run("--tasks", "plural", *sets(*SIM, f"evaluator.base_url={sim.base_url}"))
+
+
+def _wrong_key_file(c: Ctx) -> list[str]:
+    sim = c.sim(api_key="the-right-key")
+    key = c.tmp / "key.txt"
+    key.write_text("a-wrong-key\n")
+    return c.run("--tasks", "plural", *sets(*SIM, f"evaluator.base_url={sim.base_url}",
+                                            f"evaluator.api_key_file={key}"))
+
+
+def _unknown_model(c: Ctx) -> list[str]:
+    sim = c.sim()
+    return c.run("--tasks", "plural", *sets(*SIM, f"evaluator.base_url={sim.base_url}",
+                                            "evaluator.model=gpt-nope"))
+
+
+def _out_under_a_file(c: Ctx) -> list[str]:
+    afile = c.tmp / "afile"
+    afile.write_text("not a directory\n")
+    c.watch = [afile, afile / "sub"]
+    return c.run("--tasks", "plural", out=afile / "sub")
+
+
+def _out_in_proc(c: Ctx) -> list[str]:
+    c.watch = [Path("/proc/izray-test")]
+    return c.run("--tasks", "plural", out=Path("/proc/izray-test"))
+
+
+def _resume_not_a_run(c: Ctx) -> list[str]:
+    (c.tmp / "notarun").mkdir()
+    (c.tmp / "notarun" / "notes.txt").write_text("hello\n")
+    c.watch = [c.tmp / "notarun"]
+    return ["resume", str(c.tmp / "notarun")]
+
+
+def _resume_empty_dir(c: Ctx) -> list[str]:
+    (c.tmp / "empty").mkdir()
+    c.watch = [c.tmp / "empty"]
+    return ["resume", str(c.tmp / "empty")]
+
+
+def _resume_missing(c: Ctx) -> list[str]:
+    c.watch = [c.tmp / "nope"]
+    return ["resume", str(c.tmp / "nope")]
+
+
+def _resume_forbidden(c: Ctx) -> list[str]:
+    run, _ = c.finished_run()
+    c.watch = [run]
+    return ["resume", str(run), "--set", "bo.budget=99"]
+
+
+def _different_config(c: Ctx) -> list[str]:
+    run, args = c.finished_run()
+    c.watch = [run]
+    return ["run", "--out", str(run), *args, "--set", "bo.budget=5"]
+
+
+CASES = [
+    Case("malformed-yaml", _malformed_yaml, "malformed YAML at line"),
+    Case("config-not-found", lambda c: c.run(str(c.tmp / "nope.yaml")), "nope.yaml not found"),
+    Case("unknown-key", lambda c: c.run("--set", "bo.budjet=5"),
+         "unknown config key 'bo.budjet' (did you mean 'bo.budget'?)"),
+    Case("unknown-section", lambda c: c.run("--set", "evaluater.model=x"),
+         "unknown config key 'evaluater' (did you mean 'evaluator'?)"),
+    Case("set-without-value", lambda c: c.run("--set", "bo.budget"),
+         "expected key=value"),
+    Case("wrong-type", lambda c: c.run("--set", "bo.budget=abc"),
+         "bo.budget: expected an integer (got 'abc')"),
+    Case("out-of-range", lambda c: c.run("--set", "evaluator.temperature=3"),
+         "evaluator.temperature: must be in [0, 2]"),
+    Case("inconsistent-values", lambda c: c.run("--set", "bo.budget=4", "--set", "bo.n_init=9"),
+         "bo.n_init: must be <= bo.budget (4)"),
+    Case("unknown-task", lambda c: c.run("--tasks", "no_such_task"), "task 'no_such_task'"),
+    Case("unknown-metric", lambda c: c.run("--tasks", "plural", "--set",
+                                           "tasks.metrics.plural=bleu"), "bleu"),
+    Case("empty-data-dir", _empty_data_dir, "contains no tasks"),
+    Case("missing-data-dir", lambda c: c.run("--data-dir", str(c.tmp / "nodata"), "--tasks",
+                                             "antonyms"), "nodata does not exist"),
+    Case("task-file-bad-json", _bad_json, "x.json is not valid JSON"),
+    Case("task-file-missing-field", _missing_fields, "example '31': field 'output' is missing"),
+    Case("jsonl-bad-line", _jsonl_bad_line, "y.jsonl:8"),
+    Case("too-few-examples", _too_few, "task 'x' has 4 pool examples"),
+    Case("missing-vllm-model-path", lambda c: c.run(
+        "--tasks", "plural", "--set", "generator.model=/nonexistent/model"),
+        "model path /nonexistent/model is not a checkpoint directory", starts=True),
+    Case("out-under-a-file", _out_under_a_file, "is not writable"),
+    Case("out-in-proc", _out_in_proc, "/proc/izray-test is not writable"),
+    Case("unreachable-endpoint", _unreachable, "cannot reach http://127.0.0.1:9/v1", starts=True),
+    Case("401-key-from-env", _wrong_key_env, "401 from http://127.0.0.1:", starts=True),
+    Case("401-key-from-file", _wrong_key_file, "the API key was rejected", starts=True),
+    Case("unknown-model", _unknown_model, "model 'gpt-nope' is not served", starts=True),
+    Case("resume-not-a-run", _resume_not_a_run, "is not an izray run directory"),
+    Case("resume-empty-dir", _resume_empty_dir, "is not an izray run directory"),
+    Case("resume-missing-dir", _resume_missing, "nope is not a directory"),
+    Case("resume-forbidden-override", _resume_forbidden, "resume cannot change bo.budget"),
+    Case("run-into-other-config", _different_config,
+         "holds a run with a different config (at bo.budget)"),
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_local, tmp_path_factory):
+    """A real, finished run (simulated generator and black box) and the run arguments."""
+    from izray.testing.simulator import SimConfig, start_in_thread
+
+    sim = start_in_thread(SimConfig())
+    out = tmp_path_factory.mktemp("finished") / "run"
+    args = ["--tasks", "plural", *sets(*SIM, f"evaluator.base_url={sim.base_url}")]
+    try:
+        assert main(["run", "--out", str(out), *args]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["tasks"]["plural"]["finished"] is True
+        yield out, args
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path, request, monkeypatch, capsys):
+    monkeypatch.delenv("IZRAY_DATA_DIR", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # a default runs/ directory would land here
+    ctx = Ctx(tmp_path, request, monkeypatch)
+    argv = case.build(ctx)
+    before = {p: snapshot(p) for p in ctx.watch}
+    capsys.readouterr()
+
+    code = main(argv)
+
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert code == 2, captured.err
+    errors = [line for line in lines if line.startswith("izray: error:")]
+    assert len(errors) == 1, captured.err
+    assert case.needle in errors[0], errors[0]
+    assert lines[-1] == errors[0], captured.err
+    if case.starts:
+        # Progress lines logged before the pools came up; nothing else (no traceback, no Ray
+        # noise). The CLI logs "HH:MM:SS message".
+        others = lines[:-1]
+        assert all(PROGRESS.match(line) for line in others), captured.err
+    else:
+        assert lines == errors, f"stderr is not exactly one line:\n{captured.err}"
+    assert "Traceback" not in captured.out + captured.err
+    for path, snap in before.items():
+        assert snapshot(path) == snap, f"{path} changed"
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,175 @@
+"""Spending caps (``caps.task.*``, ``caps.run.*``), prices, resume with raised caps and the
+shared response cache (``evaluator.cache_path``), end to end through the CLI on real Ray with
+the simulated generator and the black-box simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from izray.cli import main
+
+N_DEV = 20
+BUDGET = 8
+BATCH = 2
+
+
+def run_argv(sim, out: Path, *extra: str, tasks: str = "plural") -> list[str]:
+    sets = [
+        "generator.backend=sim", f"evaluator.base_url={sim.base_url}", "evaluator.model=sim-model",
+        f"bo.budget={BUDGET}", "bo.n_init=4", f"bo.batch_size={BATCH}", f"tasks.n_dev={N_DEV}",
+        "tasks.n_test=5", "generator.max_new_tokens=8", *extra,
+    ]
+    argv = ["run", "--tasks", tasks, "--out", str(out)]
+    for s in sets:
+        argv += ["--set", s]
+    return argv
+
+
+def read_summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def read_history(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+def capped_run(sim, out: Path) -> dict:
+    """A run of ``plural`` stopped by ``caps.task.api_calls=60`` (3 dev evaluations)."""
+    assert main(run_argv(sim, out, "caps.task.api_calls=60")) == 0
+    return read_summary(out)
+
+
+def test_task_api_call_cap_stops_gracefully(ray_local, simulator, tmp_path, capsys):
+    sim = simulator(latency_ms=(1, 3))
+    out = tmp_path / "run"
+    summary = capped_run(sim, out)  # exit 0: a cap is not an error
+    r = summary["tasks"]["plural"]
+    assert r["finished"] is True
+    assert r["stopped"] is not None and r["stopped"].startswith("caps.task.api_calls=60 reached")
+    assert r["test_score"] is None  # no test evaluation for a stopped task
+    assert r["n_dev"] == N_DEV
+    # Checked before new work starts; only calls already in flight may overshoot it.
+    assert 60 <= r["api_calls"] <= 60 + BATCH * N_DEV
+    assert r["queries"] < BUDGET
+    # Every HTTP request the server saw is accounted for, once.
+    assert sim.stats.requests == r["api_calls"] == summary["usage"]["api_calls"]
+    assert sim.stats.as_dict()["repeated_prompts"] == 0
+    history = read_history(out)
+    assert len(history) == r["queries"]
+    assert sum(h["api_calls"] for h in history) == r["api_calls"]
+    assert any(h["dev_score"] is not None for h in history)
+    for h in history:
+        if h["dev_score"] is None:  # generated after the stop: recorded, never paid for
+            assert h["error"].startswith("not evaluated"), h
+            assert "caps.task.api_calls" in h["error"] and h["api_calls"] == 0, h
+        else:
+            assert "error" not in h, h
+    state = json.loads((out / "state" / "plural.json").read_text())
+    assert state["stopped"] == r["stopped"] and state["finished"] is True
+    printed = capsys.readouterr()
+    assert "stopped: caps.task.api_calls=60 reached" in printed.out
+    assert "stopping: caps.task.api_calls=60 reached" in printed.err
+
+
+def test_resume_with_raised_cap_runs_the_task_to_its_budget(ray_local, simulator, tmp_path):
+    sim = simulator(latency_ms=(1, 3))
+    out = tmp_path / "run"
+    stopped = capped_run(sim, out)["tasks"]["plural"]
+    assert stopped["stopped"] is not None and stopped["queries"] < BUDGET
+    paid = sim.stats.requests
+
+    assert main(["resume", str(out), "--set", "caps.task.api_calls=100000"]) == 0
+    summary = read_summary(out)
+    r = summary["tasks"]["plural"]
+    assert r["stopped"] is None
+    assert r["finished"] is True
+    assert r["queries"] == BUDGET
+    assert r["test_score"] is not None
+    history = read_history(out)
+    assert len(history) == BUDGET
+    assert [h["step"] for h in history] == list(range(1, BUDGET + 1))
+    # It went on where it stopped: more calls, none repeated, all accounted for.
+    assert sim.stats.requests > paid
+    assert sim.stats.requests == r["api_calls"] == summary["usage"]["api_calls"]
+    assert sim.stats.as_dict()["repeated_prompts"] == 0
+
+
+def test_run_usd_cap_stops_every_task_and_reports_cost(ray_local, simulator, tmp_path, capsys):
+    sim = simulator(latency_ms=(1, 3))
+    out = tmp_path / "run"
+    # $1 per prompt token: a single dev evaluation (20 calls of >= 10 tokens) costs > $100.
+    code = main(run_argv(sim, out, "prices.sim-model.prompt=1000000",
+                         "prices.sim-model.completion=1000000", "caps.run.usd=50",
+                         tasks="plural,larger_number"))
+    assert code == 0
+    summary = read_summary(out)
+    usage = summary["usage"]
+    assert isinstance(usage["usd"], float) and usage["usd"] >= 50
+    expected = (usage["prompt_tokens"] + usage["completion_tokens"]) * 1.0
+    assert abs(usage["usd"] - expected) < 1e-6
+    assert set(summary["tasks"]) == {"plural", "larger_number"}
+    for name, r in summary["tasks"].items():
+        assert r["finished"] is True, name
+        assert r["stopped"] is not None and "caps.run.usd" in r["stopped"], name
+        assert isinstance(r["usd"], float), name
+        assert r["usd"] == float(r["prompt_tokens"] + r["completion_tokens"]), name
+        assert r["test_score"] is None and r["queries"] < BUDGET, name
+    assert abs(sum(r["usd"] for r in summary["tasks"].values()) - usage["usd"]) < 1e-6
+    assert sim.stats.requests == usage["api_calls"]
+    printed = capsys.readouterr()
+    # The status line and the printed results carry the cost once prices are known.
+    assert any("status:" in line and "$" in line for line in printed.err.splitlines())
+    for name, r in summary["tasks"].items():
+        assert f"${r['usd']:.4f}" in printed.out, name
+    assert printed.out.count("stopped: caps.run.usd=50 reached") == 2
+
+
+def test_shared_cache_path_makes_a_repeated_run_free(ray_local, simulator, tmp_path):
+    sim = simulator(latency_ms=(1, 3))
+    cache = tmp_path / "shared" / "answers.sqlite"
+    # batch_size 1: each task is sequential, so both runs propose the very same candidates.
+    extra = (f"evaluator.cache_path={cache}", "bo.batch_size=1", "bo.budget=6")
+    out1, out2 = tmp_path / "first", tmp_path / "second"
+    assert main(run_argv(sim, out1, *extra, tasks="plural,larger_number")) == 0
+    first = read_summary(out1)
+    paid = sim.stats.requests
+    assert paid > 0 and paid == first["usage"]["api_calls"]
+    assert cache.is_file() and not (out1 / "cache.sqlite").exists()
+
+    assert main(run_argv(sim, out2, *extra, tasks="plural,larger_number")) == 0
+    second = read_summary(out2)
+    assert sim.stats.requests == paid, "the second run paid for answers the cache holds"
+    assert second["usage"]["api_calls"] == 0
+    for name, r in second["tasks"].items():
+        assert r["api_calls"] == 0 and r["prompt_tokens"] == 0, name
+        assert r["queries"] == 6 and r["finished"] is True, name
+        assert r["best_instruction"] == first["tasks"][name]["best_instruction"], name
+        assert r["dev_score"] == first["tasks"][name]["dev_score"], name
+        assert r["test_score"] == first["tasks"][name]["test_score"], name
+    assert all(h["cached"] and h["api_calls"] == 0 for h in read_history(out2))
+
+
+def test_caps_and_prices_from_the_command_line():
+    """Model names hold dashes, so ``--set prices.MODEL.prompt=...`` must accept them."""
+    from izray.config import load_config
+
+    cfg = load_config(None, ["prices.gpt-4o-mini.prompt=0.15", "prices.sim-model.completion=2",
+                             "caps.run.usd=1.5", "caps.task.api_calls=60"])
+    assert cfg.prices["gpt-4o-mini"].prompt == 0.15
+    assert cfg.prices["sim-model"].completion == 2.0
+    assert cfg.caps.run.usd == 1.5 and cfg.caps.task.api_calls == 60
+    assert cfg.caps.task.usd is None and cfg.caps.run.api_calls is None
+
+
+def test_printed_results_show_cost_and_why_a_task_stopped():
+    from izray.report import format_results
+
+    row = {"best_instruction": "Say it.", "dev_score": 0.5, "test_score": None, "queries": 3,
+           "api_calls": 60, "prompt_tokens": 900, "completion_tokens": 60, "wall_s": 2.0}
+    text = format_results({"tasks": {
+        "priced": {**row, "usd": 1.23456, "stopped": "caps.run.usd=1 reached (1.2346)"},
+        "unpriced": {**row, "usd": None, "stopped": None}}})
+    priced, unpriced = text.split("unpriced\n")
+    assert "$1.2346" in priced and "stopped: caps.run.usd=1 reached" in priced
+    assert "$" not in unpriced and "stopped" not in unpriced
