@@ -536,7 +536,3 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
         data["evaluator"]["base_url"] = _redact_url(data["evaluator"]["base_url"])
     return data
 
-
-def replace(cfg: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` re-exported: returns a validated copy with ``changes``."""
-    return dataclasses.replace(cfg, **changes)

@@ -172,7 +172,7 @@ class BlackBoxClient:
 
     def settings(self) -> dict[str, Any]:
         """Everything that determines an answer besides the prompt (the cache key's base)."""
-        return {"base_url": self.base_url, "model": self.model, "api": self.api,
+        return {"base_url": self.shown_url, "model": self.model, "api": self.api,
                 "temperature": self.temperature, "max_tokens": self.max_tokens,
                 "stop": self.stop}
 
