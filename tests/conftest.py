@@ -6,6 +6,7 @@ the small real model; the black-box simulator.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -93,9 +94,9 @@ class RayHead:
     temp: Path  # the cluster's temp dir (its logs)
 
 
-@pytest.fixture(scope="session")
-def ray_head():
-    """A real Ray cluster started with `ray start --head` (stopped at the end of the session).
+@contextlib.contextmanager
+def start_ray_head():
+    """A real Ray cluster started with `ray start --head`, stopped (process tree killed) after.
 
     Its nodes have OPENAI_API_KEY=SECRET in their environment, as an operator would set it;
     clients (drivers, `ray job`) get no key.
@@ -126,6 +127,20 @@ def ray_head():
     finally:
         kill_tree(head.pid)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A `ray start --head` cluster shared by the session's cluster tests."""
+    with start_ray_head() as head:
+        yield head
+
+
+@pytest.fixture()
+def private_ray_head():
+    """A `ray start --head` cluster of its own, for tests that add and remove nodes."""
+    with start_ray_head() as head:
+        yield head
 
 
 # --------------------------------------------------------------------------------------------

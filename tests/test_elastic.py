@@ -26,7 +26,8 @@ def _add_gpu_node(gcs: str, env: dict) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def test_auto_pool_grows_when_a_gpu_node_joins(ray_head, simulator, tmp_path):
+def test_auto_pool_grows_when_a_gpu_node_joins(private_ray_head, simulator, tmp_path):
+    ray_head = private_ray_head  # nodes join and leave: keep the shared head out of it
     sim = simulator(latency_ms=(5, 20))
     env = dict(ray_head.client_env, RAY_ADDRESS=ray_head.gcs)
     cfg = tmp_path / "run.yaml"

@@ -48,6 +48,11 @@ def test_fault_mix_completes_and_accounts_every_request(ray_local, simulator, tm
         # scored, or recorded as failed with its error: never a silent 0
         assert all(h["dev_score"] is not None or h.get("error") for h in mine)
     assert stats["requests"] == summary["usage"]["api_calls"]
+    failed = sum(1 for h in history if h["dev_score"] is None)
+    print(f"\nFIGURES fault mix: server requests {stats['requests']}, accounted "
+          f"{summary['usage']['api_calls']}, injected 429 {stats['injected_429']} / 500 "
+          f"{stats['injected_500']} / timeout {stats['injected_timeout']} / malformed "
+          f"{stats['injected_malformed']}, candidates {len(history)} ({failed} failed)")
 
 
 def test_generator_and_evaluator_actors_killed_mid_run(ray_local, simulator, tmp_path):

@@ -75,6 +75,9 @@ def test_sigkill_at_several_points_then_resume(ray_head, simulator, tmp_path):
         assert sorted(h["candidate"] for h in mine) == list(range(BUDGET))
         assert [h["step"] for h in mine] == list(range(1, BUDGET + 1))
     stats = sim.stats.as_dict()
+    print(f"\nFIGURES sigkill/resume: killed at history lines {kills}; observations "
+          f"{len(records)}/{len(TASKS) * BUDGET}; server requests {stats['requests']}, accounted "
+          f"{summary['usage']['api_calls']}, repeated prompts {stats['repeated_prompts']}")
     assert stats["repeated_prompts"] == 0, "a paid call was repeated after a crash"
     assert stats["requests"] == summary["usage"]["api_calls"]
     assert stats["unauthorized"] == 0
