@@ -102,13 +102,17 @@ def start_ray_head():
     clients (drivers, `ray job`) get no key.
     """
     temp = tempfile.mkdtemp(prefix="/tmp/izr-")  # short: Ray's socket paths have a length cap
-    dash, gcs = _free_port(), _free_port()
+    # Own ports for everything: another Ray cluster on this machine (the in-process
+    # `ray_local`) already holds the defaults, e.g. the dashboard agent's 52365, and a head
+    # whose agent cannot bind accepts no job ("No available agent to submit job").
+    dash, gcs, agent = _free_port(), _free_port(), _free_port()
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OPENAI_API_KEY=SECRET)
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
          f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
-         "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
+         "--include-dashboard=true", f"--dashboard-agent-listen-port={agent}",
+         f"--temp-dir={temp}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     client_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "RAY_ADDRESS")}

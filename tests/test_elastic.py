@@ -14,14 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, kill_tree
+from conftest import BIN, _free_port, kill_tree
 
 pytestmark = pytest.mark.slow
 
 
 def _add_gpu_node(gcs: str, env: dict) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "ray"), "start", f"--address={gcs}", "--num-gpus=1",
-                             "--num-cpus=1", "--block", "--disable-usage-stats"], env=env,
+                             "--num-cpus=1", "--block", "--disable-usage-stats",
+                             f"--dashboard-agent-listen-port={_free_port()}"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
