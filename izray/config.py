@@ -306,8 +306,9 @@ class Caps:
 
 @dataclass(frozen=True)
 class CapsConfig:
-    """Caps per task and per run. Reaching one stops the task (or run) gracefully: nothing new
-    is started, in-flight calls finish, results are written.
+    """Caps per task and per run: ceilings. Work starts only if its expected spend fits next to
+    what is spent and in flight (see :mod:`izray.costs`); a task whose next query cannot fit
+    stops gracefully with its results written.
 
     Attributes:
         task: Caps for each task.

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,16 @@ import ray
 from izray._constants import EMBEDDED_MODEL_NAME
 from izray.bo import ProposalSettings, TaskOptimizer
 from izray.config import RunConfig, config_to_dict
-from izray.costs import cap_reached, cost_usd
+from izray.costs import (
+    any_caps,
+    cap_exceeded,
+    cost_usd,
+    largest,
+    per_query_estimate,
+    prior_estimate,
+    scaled,
+)
+from izray.costs import total as sum_usage
 from izray.errors import IzrayError, RunStateError
 from izray.evaluation import ResponseCache, resolve_api, template_for
 from izray.evaluation.cache import CachedAnswer
@@ -78,6 +87,10 @@ class TaskRun:
     test_score: float | None = None
     finished: bool = False
     stopped: str | None = None
+    requested: int = 0  # candidates asked of the proposal in flight
+    eval_max: Usage | None = None  # largest dev evaluation seen (calls, tokens)
+    prior: Usage | None = None  # estimate of one dev evaluation before any was seen
+    test_need: Usage | None = None  # estimate of the test evaluation while it is in flight
 
     @property
     def name(self) -> str:
@@ -91,7 +104,8 @@ class TaskRun:
         """What ``state/TASK.json`` holds (JSON-serialisable)."""
         return {"version": STATE_VERSION, "task": self.name, "optimizer": self.opt.get_state(),
                 "records": self.records, "test_score": self.test_score,
-                "finished": self.finished, "stopped": self.stopped, "wall_s": wall_s}
+                "finished": self.finished, "stopped": self.stopped, "wall_s": wall_s,
+                "eval_max": None if self.eval_max is None else asdict(self.eval_max)}
 
 
 def prepare_tasks(cfg: RunConfig, names: list[str] | None = None) -> list[tuple[Task, Splits]]:
@@ -168,13 +182,15 @@ class Driver:
             run.finished = bool(state.get("finished"))
             run.stopped = state.get("stopped")
             run.wall_before = float(state.get("wall_s", 0.0))
+            if state.get("eval_max"):
+                run.eval_max = Usage(**state["eval_max"])
             for obs in run.opt.observations:
                 run.scores[obs.instruction] = (obs.score, list(obs.per_example))
             max_t = max([max_t, *(float(r.get("t", 0.0)) for r in run.records)])
         self.t0 = self.clock() - max_t
         self.ingest_journals()
         for run in self.runs.values():
-            if run.stopped and self._cap(run) is None:  # caps were raised: carry on
+            if run.stopped and self._cap_on_resume(run) is None:  # caps were raised: carry on
                 log.info("[%s] continuing: %s no longer applies", run.name, run.stopped)
                 run.stopped = None
                 run.finished = False
@@ -291,22 +307,28 @@ class Driver:
         return max(q, min(MAX_SHARE_FACTOR * q, (len(self.runs) * q) // active))
 
     def _fill(self, run: TaskRun, share: int) -> None:
-        """Start a proposal if the task has room for more candidates in flight."""
+        """Start a proposal if the task has room for more candidates in flight.
+
+        Room is bounded by the pipeline share, the budget and the caps: a candidate is only
+        issued if its expected spend fits under every cap next to what is spent and in
+        flight. A task whose next candidate cannot fit even once its own work has landed is
+        stopped; one that waits only for other tasks' in-flight work to land waits.
+        """
         if run.finished or run.proposing:
             return
         opt = run.opt
+        room = 0
         if not opt.done and run.stopped is None:
-            reason = self._cap(run)
-            if reason is not None:
-                self._stop(run, reason)
+            room = self._admit(run, min(share - opt.n_pending, opt.remaining))
+            if room == 0 and opt.n_pending == 0 and opt.remaining > 0:
+                reason = self._cap_block(run, self._per_query(run), 1, inflight=False)
+                if reason is not None:
+                    self._stop(run, reason)
         if opt.done:
             if not run.test_started:
                 self._start_test(run)
             return
-        if run.stopped is not None:
-            return
-        room = min(share - opt.n_pending, opt.remaining)
-        if room <= 0:
+        if run.stopped is not None or room <= 0:
             return
         if opt.phase == "init":
             self._accept(run, opt.sobol_candidates(room))
@@ -315,21 +337,23 @@ class Driver:
         if request is None:  # waiting for the initial design's observations
             return
         run.proposing = True
+        run.requested = room
         ref = _propose_remote(self.cfg.bo.num_cpus).remote(request)
         self.handlers[ref] = lambda r, run=run: self._on_proposed(run, r)
 
     def _on_proposed(self, run: TaskRun, ref: ray.ObjectRef) -> None:
         run.proposing = False
+        admitted, run.requested = run.requested, 0
         try:
             result = ray.get(ref)
         except ray.exceptions.RayError as err:
             log.warning("[%s] proposal failed (%s); using Sobol points instead", run.name,
                         str(err).splitlines()[0][:200])
-            self._accept(run, run.opt.sobol_candidates(self.cfg.bo.batch_size, force=True))
+            self._accept(run, run.opt.sobol_candidates(admitted, force=True))
             return
         cands = run.opt.accept(result)
         if not cands and run.opt.n_pending == 0:  # every point was a near-duplicate
-            cands = run.opt.sobol_candidates(self.cfg.bo.batch_size, force=True)
+            cands = run.opt.sobol_candidates(admitted, force=True)
         self.proposals += 1
         self.proposal_seconds += result.seconds
         log.debug("[%s] proposal: %d points in %.1f s", run.name, len(cands), result.seconds)
@@ -357,17 +381,76 @@ class Driver:
         return cost_usd(self.cfg.prices, model, usage)
 
     def _run_usage(self) -> Usage:
-        total = Usage()
-        for r in self.runs.values():
-            total.add(r.usage)
-        return total
+        return sum_usage(r.usage for r in self.runs.values())
 
-    def _cap(self, run: TaskRun) -> str | None:
+    def _per_query(self, run: TaskRun) -> Usage:
+        """Expected spend of one dev evaluation (see :func:`izray.costs.per_query_estimate`)."""
+        if run.prior is None:
+            run.prior = prior_estimate(
+                (len(p) for p in self._prompts("", run.splits.dev)),
+                self.cfg.generator.max_new_tokens, self.cfg.evaluator.max_tokens)
+        return per_query_estimate(run.prior, run.eval_max, len(run.splits.dev))
+
+    def _test_need(self, run: TaskRun) -> Usage:
+        """Expected spend of the test evaluation (the dev estimate scaled to n_test)."""
+        return scaled(self._per_query(run), len(run.splits.test) / max(1, len(run.splits.dev)))
+
+    def _committed(self, run: TaskRun) -> tuple[Usage, int]:
+        """Expected spend and candidates of ``run``'s work in flight."""
+        n = run.opt.n_pending + run.requested
+        usage = scaled(self._per_query(run), n) if n else Usage()
+        if run.test_need is not None:
+            usage.add(run.test_need)
+        return usage, n
+
+    def _spent(self, run: TaskRun, inflight: bool) -> tuple[Usage, int, Usage, int]:
+        """Spend and queries of ``run`` and of the whole run (task, task, run, run).
+
+        ``inflight``: count what the work in flight is expected to spend as spent.
+        """
+        task_u, task_q, run_u, run_q = Usage(), 0, Usage(), 0
+        for r in self.runs.values():
+            u = Usage(r.usage.calls, r.usage.prompt_tokens, r.usage.completion_tokens)
+            q = r.queries
+            if inflight:
+                extra, n = self._committed(r)
+                u.add(extra)
+                q += n
+            run_u.add(u)
+            run_q += q
+            if r is run:
+                task_u, task_q = u, q
+        return task_u, task_q, run_u, run_q
+
+    def _cap_block(self, run: TaskRun, need: Usage, need_queries: int, *, inflight: bool,
+                   what: str = "the next query", spent=None) -> str | None:
+        """The cap that ``need`` more would cross for ``run`` (task or run scope), or None."""
         caps = self.cfg.caps
-        total = self._run_usage()
-        return (cap_reached(caps.task, run.usage, run.queries, self._usd(run.usage), "task")
-                or cap_reached(caps.run, total, sum(r.queries for r in self.runs.values()),
-                               self._usd(total), "run"))
+        if not any_caps(caps.task, caps.run):
+            return None
+        task_u, task_q, run_u, run_q = spent or self._spent(run, inflight)
+        return (cap_exceeded(caps.task, task_u, task_q, need, need_queries, self._usd, "task",
+                             what)
+                or cap_exceeded(caps.run, run_u, run_q, need, need_queries, self._usd, "run",
+                                what))
+
+    def _admit(self, run: TaskRun, room: int) -> int:
+        """How many of ``room`` candidates fit under the caps next to the work in flight."""
+        if room <= 0 or not any_caps(self.cfg.caps.task, self.cfg.caps.run):
+            return max(room, 0)
+        per = self._per_query(run)
+        spent = self._spent(run, inflight=True)
+        for k in range(room, 0, -1):
+            if self._cap_block(run, scaled(per, k), k, inflight=True, spent=spent) is None:
+                return k
+        return 0
+
+    def _cap_on_resume(self, run: TaskRun) -> str | None:
+        """Why a stopped task still cannot continue under the (possibly raised) caps."""
+        if run.opt.n_issued < self.cfg.bo.budget:
+            return self._cap_block(run, self._per_query(run), 1, inflight=False)
+        return self._cap_block(run, self._test_need(run), 0, inflight=False,
+                               what="the test evaluation")
 
     def _stop(self, run: TaskRun, reason: str) -> None:
         """Stop issuing candidates; those in flight finish (without new paid calls)."""
@@ -401,6 +484,8 @@ class Driver:
                        error: str | None) -> None:
         run.usage.add(usage)
         calls = usage.calls
+        if calls:
+            run.eval_max = largest(run.eval_max, usage)
         cands = run.waiting.pop(instruction)
         if error is not None:
             log.warning("[%s] candidate failed after retries: %s", run.name, error)
@@ -442,21 +527,30 @@ class Driver:
     # ---------------------------------------------------------------- test split
 
     def _start_test(self, run: TaskRun) -> None:
-        run.test_started = True
         best = run.opt.best()
-        if best is None:
-            log.warning("[%s] no candidate was scored; no test evaluation", run.name)
+        if best is None or run.stopped is not None:
+            run.test_started = True
+            log.warning("[%s] %s; no test evaluation", run.name,
+                        run.stopped or "no candidate was scored")
             self._finish(run, None)
             return
-        if run.stopped is not None:
-            log.warning("[%s] %s: no test evaluation", run.name, run.stopped)
+        need = self._test_need(run)
+        reason = self._cap_block(run, need, 0, inflight=False, what="the test evaluation")
+        if reason is not None:  # it cannot fit even when everything in flight has landed
+            run.test_started = True
+            self._stop(run, reason)
             self._finish(run, None)
             return
+        if self._cap_block(run, need, 0, inflight=True) is not None:
+            return  # fits once other tasks' work in flight has landed: wait for it
+        run.test_started = True
+        run.test_need = need
         log.info("[%s] budget spent; scoring the best instruction on %d test examples",
                  run.name, len(run.splits.test))
 
         def done(answers: list, usage: Usage, error: str | None) -> None:
             run.usage.add(usage)
+            run.test_need = None
             if error is not None:
                 log.warning("[%s] test evaluation failed: %s", run.name, error)
                 self._finish(run, None)

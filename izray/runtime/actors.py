@@ -14,7 +14,6 @@ interrupted call on the new instance (``max_task_retries``), so no candidate is 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -213,8 +212,11 @@ class ServerActor:
         self.server.stop()
 
     def __del__(self) -> None:  # pragma: no cover - best effort at actor exit
-        with contextlib.suppress(Exception):
+        # No module globals here: at interpreter exit they may already be None.
+        try:
             self.server.stop()
+        except Exception:  # noqa: BLE001, S110 - nothing to report to at exit
+            pass
 
 
 @ray.remote
