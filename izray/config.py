@@ -98,7 +98,8 @@ class GeneratorConfig:
         num_actors: Generator actors (each holds one engine), or ``auto``: as many as the
             cluster's GPUs allow (``num_gpus * tensor_parallel_size`` each), growing when the
             autoscaler adds GPU nodes.
-        max_actors: Cap for ``auto``.
+        max_actors: Cap for ``auto``; with GPUs per actor, ``auto`` also asks the autoscaler
+            for this many actors' resources for the length of the run.
         num_gpus: GPUs per actor (0 on CPU machines).
         num_cpus: Logical CPUs Ray reserves per actor.
         tensor_parallel_size: GPUs one engine shards the model over.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,35 @@ def test_saved_config_has_no_credentials():
     text = json.dumps(config_to_dict(cfg))
     assert "s3cret" not in text and "***@api.example.com" in text
     assert config_to_dict(cfg)["tasks"]["names"] == list(cfg.tasks.names)
+
+
+# ------------------------------------------------------------------ shipped configs
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["examples/quickstart.yaml", "cluster/example-run.yaml"])
+def test_shipped_run_configs_are_valid(name):
+    cfg = load_config(REPO / name)
+    assert cfg.tasks.names, name
+
+
+def test_cluster_launcher_config_passes_rays_schema():
+    import jsonschema
+    import ray.autoscaler
+    import yaml
+
+    schema_path = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
+    config = yaml.safe_load((REPO / "cluster/ray-cluster.yaml").read_text())
+    jsonschema.validate(config, json.loads(schema_path.read_text()))
+
+
+def test_kuberay_and_runtime_env_yaml_parse():
+    import yaml
+
+    docs = list(yaml.safe_load_all((REPO / "cluster/kuberay-rayjob.yaml").read_text()))
+    job = next(d for d in docs if d and d.get("kind") == "RayJob")
+    assert "izray run" in job["spec"]["entrypoint"]
+    env = yaml.safe_load((REPO / "cluster/runtime_env.yaml").read_text())
+    assert isinstance(env, dict) and env

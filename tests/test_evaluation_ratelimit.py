@@ -14,8 +14,11 @@ import pytest
 from izray.errors import CallFailed
 from izray.evaluation.client import BlackBoxClient
 from izray.evaluation.ratelimit import (
+    CEILING_FRACTION,
     DECREASE,
+    DECREASE_HOLD_S,
     MIN_FACTOR,
+    PROBE_PER_MIN,
     RECOVERY_STEP,
     RateLimiter,
     estimate_tokens,
@@ -127,24 +130,67 @@ def test_on_throttled_without_retry_after_only_cuts_the_rate() -> None:
 
 
 def test_factor_never_drops_below_min_factor() -> None:
-    lim = RateLimiter(rpm=60, tpm=60, clock=FakeClock())
+    clock = FakeClock()
+    lim = RateLimiter(rpm=60, tpm=60, clock=clock)
     for _ in range(100):
         lim.on_throttled(None)
+        clock.t += DECREASE_HOLD_S
     assert lim.factor == pytest.approx(MIN_FACTOR)
+    assert lim.stats.cuts == 100
 
 
-def test_on_success_recovers_gradually_to_one() -> None:
+def test_a_burst_of_429s_cuts_the_rate_once() -> None:
+    """The 429s of requests already on the wire answer the same overload: one cut."""
+    clock = FakeClock(100.0)
+    lim = RateLimiter(rpm=600, tpm=None, clock=clock)
+    for i in range(30):
+        clock.t = 100.0 + i * 0.05
+        lim.on_throttled(1.0)
+    assert lim.factor == pytest.approx(DECREASE)
+    assert lim.stats.throttled == 30 and lim.stats.cuts == 1
+    clock.t = 100.0 + DECREASE_HOLD_S + 0.01  # a 429 after the hold: a new episode
+    lim.on_throttled(None)
+    assert lim.factor == pytest.approx(DECREASE * DECREASE)
+    assert lim.stats.cuts == 2
+
+
+def test_a_long_retry_after_extends_the_hold() -> None:
+    clock = FakeClock()
+    lim = RateLimiter(rpm=600, tpm=None, clock=clock)
+    lim.on_throttled(10.0)
+    clock.t = 9.0
+    lim.on_throttled(1.0)
+    assert lim.stats.cuts == 1
+
+
+def test_recovery_is_quick_to_the_ceiling_then_probes_slowly() -> None:
     clock = FakeClock()
     lim = RateLimiter(rpm=60, tpm=None, clock=clock)
     lim.on_throttled(None)
+    assert lim.stats.ceiling == pytest.approx(CEILING_FRACTION)
     for _ in range(10):
         lim.on_success()
     assert lim.factor == pytest.approx(DECREASE + 10 * RECOVERY_STEP)
     for _ in range(200):
+        lim.on_success()  # no time passes: the factor stops at the ceiling
+    assert lim.factor == pytest.approx(CEILING_FRACTION)
+    clock.t += 60.0  # a minute without 429s raises the ceiling by PROBE_PER_MIN
+    lim.on_success()
+    assert lim.stats.ceiling == pytest.approx(CEILING_FRACTION + PROBE_PER_MIN)
+    assert lim.factor == pytest.approx(min(1.0, CEILING_FRACTION + RECOVERY_STEP))
+    clock.t += 600.0
+    for _ in range(10):
         lim.on_success()
-    assert lim.factor == 1.0
+    assert lim.factor == 1.0 and lim.stats.ceiling == 1.0
     lim.reserve(1)
     assert lim.reserve(1) == pytest.approx(1.0)  # full rate again
+
+
+def test_on_success_never_raises_the_rate_of_an_untroubled_limiter() -> None:
+    lim = RateLimiter(rpm=60, tpm=None, clock=FakeClock())
+    for _ in range(5):
+        lim.on_success()
+    assert lim.factor == 1.0
 
 
 # ----------------------------------------------------------------------------- restarts
@@ -155,7 +201,7 @@ def test_get_state_set_state_preserves_pacing_across_clocks() -> None:
     a = RateLimiter(rpm=60, tpm=6000, clock=clock_a)
     for _ in range(5):
         a.reserve(100)  # request slots at 1000..1004; token clock at 1005
-    a.on_throttled(8.0)  # nothing before 1008, factor 0.7
+    a.on_throttled(8.0)  # nothing before 1008, factor cut
     clock_a.t = 1002.0
     state = a.get_state()
     assert state["not_before_in"] == pytest.approx(6.0)
@@ -165,6 +211,7 @@ def test_get_state_set_state_preserves_pacing_across_clocks() -> None:
     b = RateLimiter(rpm=60, tpm=6000, clock=clock_b)
     b.set_state(state)
     assert b.factor == pytest.approx(DECREASE)
+    assert b.stats.ceiling == pytest.approx(a.stats.ceiling) == pytest.approx(CEILING_FRACTION)
     assert b.reserve(100) == pytest.approx(6.0)  # same wait as `a` would give
     assert a.reserve(100) == pytest.approx(6.0)
     fresh = RateLimiter(rpm=60, tpm=6000, clock=clock_b)
@@ -174,7 +221,8 @@ def test_get_state_set_state_preserves_pacing_across_clocks() -> None:
 def test_get_state_of_an_idle_limiter_is_zero_offsets() -> None:
     clock = FakeClock(50.0)
     lim = RateLimiter(rpm=60, tpm=600, clock=clock)
-    assert lim.get_state() == {"req_in": 0.0, "tok_in": 0.0, "not_before_in": 0.0, "factor": 1.0}
+    assert lim.get_state() == {"req_in": 0.0, "tok_in": 0.0, "not_before_in": 0.0, "factor": 1.0,
+                               "ceiling": 1.0}
     lim.reserve(10)
     clock.t = 500.0
     assert lim.get_state()["req_in"] == 0.0  # past slots are not carried into the future

@@ -11,8 +11,12 @@ them fully.
 Token counts are estimated before a call (:func:`estimate_tokens`, an over-estimate) and
 settled with the real usage afterwards, so over-estimates are given back.
 
-On a 429 the effective rate is cut (multiplicative decrease) and nothing is scheduled before
-the server's Retry-After; successes restore the rate gradually (additive increase).
+On a 429 nothing is scheduled before the server's Retry-After, and the effective rate is cut
+once per episode (multiplicative decrease; the 429s of requests already on the wire do not
+cut it again). The rate at the cut, a little lowered, becomes a *ceiling*: successes restore
+the rate quickly up to it (additive increase), and the ceiling itself creeps up slowly while
+no 429 arrives, so a server whose real limit is below the configured one is used close to its
+limit, and a raised limit is found again.
 """
 
 from __future__ import annotations
@@ -21,10 +25,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Rate factor after a 429 is multiplied by this (multiplicative decrease).
-DECREASE = 0.7
-#: ...and regains this much per successful request, up to 1.0 (additive increase).
+#: Rate factor after a 429 episode is multiplied by this (multiplicative decrease).
+DECREASE = 0.85
+#: Seconds after a cut during which further 429s (from requests sent before it) don't cut
+#: again; a longer Retry-After extends it.
+DECREASE_HOLD_S = 2.0
+#: The ceiling after a cut: this fraction of the rate at which the 429 came.
+CEILING_FRACTION = 0.97
+#: Factor regained per successful request, up to the ceiling (additive increase).
 RECOVERY_STEP = 0.01
+#: The ceiling rises this much per minute without a 429 (probing for a raised limit).
+PROBE_PER_MIN = 0.02
 #: The factor never drops below this, so a run always progresses.
 MIN_FACTOR = 0.1
 #: Characters per token assumed by the pre-call estimate (English averages ~4; 3 over-estimates).
@@ -43,7 +54,9 @@ class LimiterStats:
     reserved: int = 0
     tokens_reserved: int = 0
     throttled: int = 0
+    cuts: int = 0
     factor: float = 1.0
+    ceiling: float = 1.0
 
 
 class RateLimiter:
@@ -72,6 +85,8 @@ class RateLimiter:
         self._req_tat = -float("inf")  # theoretical arrival time of the next request
         self._tok_tat = -float("inf")
         self._not_before = -float("inf")
+        self._hold_until = -float("inf")  # no further cut before this
+        self._probe_t = clock()  # when the ceiling last moved
         self.stats = LimiterStats()
 
     @property
@@ -116,21 +131,35 @@ class RateLimiter:
         self.stats.tokens_reserved += actual - estimated
 
     def on_throttled(self, retry_after: float | None) -> None:
-        """A 429 arrived: slow down, and schedule nothing before Retry-After."""
+        """A 429 arrived: schedule nothing before Retry-After; cut the rate once per episode."""
+        now = self.clock()
         self.stats.throttled += 1
-        self.stats.factor = max(MIN_FACTOR, self.stats.factor * DECREASE)
         if retry_after:
-            self._not_before = max(self._not_before, self.clock() + retry_after)
+            self._not_before = max(self._not_before, now + retry_after)
+        if now < self._hold_until:
+            return  # a request sent before the last cut: that cut already answered it
+        st = self.stats
+        st.cuts += 1
+        st.ceiling = max(MIN_FACTOR, st.factor * CEILING_FRACTION)
+        st.factor = max(MIN_FACTOR, st.factor * DECREASE)
+        self._probe_t = now
+        self._hold_until = now + max(DECREASE_HOLD_S, retry_after or 0.0)
 
     def on_success(self) -> None:
-        """A call succeeded: recover the rate gradually."""
-        self.stats.factor = min(1.0, self.stats.factor + RECOVERY_STEP)
+        """A call succeeded: recover the rate towards the ceiling, probe the ceiling upwards."""
+        st = self.stats
+        now = self.clock()
+        if st.ceiling < 1.0:
+            st.ceiling = min(1.0, st.ceiling + PROBE_PER_MIN * (now - self._probe_t) / 60.0)
+        self._probe_t = now
+        st.factor = min(st.ceiling, st.factor + RECOVERY_STEP)
 
     def get_state(self) -> dict:
         """Clocks as offsets from now, so a restored limiter keeps pacing (restarts)."""
         now = self.clock()
         return {"req_in": max(0.0, self._req_tat - now), "tok_in": max(0.0, self._tok_tat - now),
-                "not_before_in": max(0.0, self._not_before - now), "factor": self.stats.factor}
+                "not_before_in": max(0.0, self._not_before - now), "factor": self.stats.factor,
+                "ceiling": self.stats.ceiling}
 
     def set_state(self, state: dict) -> None:
         now = self.clock()
@@ -138,3 +167,5 @@ class RateLimiter:
         self._tok_tat = now + float(state.get("tok_in", 0.0))
         self._not_before = now + float(state.get("not_before_in", 0.0))
         self.stats.factor = float(state.get("factor", 1.0))
+        self.stats.ceiling = float(state.get("ceiling", 1.0))
+        self._probe_t = now

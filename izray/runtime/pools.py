@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.autoscaler.sdk import request_resources
 
 from izray.config import EvaluatorConfig, GeneratorConfig
 from izray.generation import GenerationRequest, ModelInfo
@@ -53,7 +54,9 @@ class GeneratorPool:
 
     With ``auto`` the pool starts with as many actors as the cluster's GPUs allow and
     :meth:`scale` adds actors when the autoscaler has added GPU nodes. New actors take work
-    once their engine is up.
+    once their engine is up. With ``auto`` and ``max_actors: N`` (and GPUs per actor), the
+    pool also asks the autoscaler for N actors' worth of resources
+    (``ray.autoscaler.sdk.request_resources``) and withdraws the request at :meth:`shutdown`.
 
     Args:
         cfg: Generator section of the config.
@@ -75,6 +78,8 @@ class GeneratorPool:
         self.slots: list[_Slot] = []
         self.queue: deque[GenerationRequest] = deque()
         self.batches: dict[ray.ObjectRef, tuple[_Slot, list[GenerationRequest]]] = {}
+        self.requested: list[dict] = []
+        self._request_capacity()
         for _ in range(self.target_size()):
             self._add(ready=True)
 
@@ -88,6 +93,22 @@ class GeneratorPool:
             return int(self.cfg.num_actors)
         gpus = ray.cluster_resources().get("GPU", 0.0)
         return auto_pool_size(gpus, self.gpus_per_actor, self.cfg.max_actors)
+
+    def _request_capacity(self) -> None:
+        """Ask the autoscaler for ``max_actors`` actors' resources (``auto`` pools on GPUs)."""
+        if not (self.elastic and self.cfg.max_actors and self.gpus_per_actor > 0):
+            return
+        bundle = {"GPU": float(self.gpus_per_actor), "CPU": float(self.cfg.num_cpus)}
+        bundles = [dict(bundle) for _ in range(self.cfg.max_actors)]
+        try:
+            request_resources(bundles=bundles)
+        except Exception as err:  # noqa: BLE001 - the pool still follows what the cluster has
+            log.warning("generator pool: could not ask the autoscaler for GPUs (%s)",
+                        str(err).splitlines()[0][:200] if str(err) else type(err).__name__)
+            return
+        self.requested = bundles
+        log.info("generator pool: asked the autoscaler for %d x %s (generator.max_actors)",
+                 len(bundles), bundle)
 
     def _add(self, ready: bool) -> _Slot:
         actor = GeneratorActor.options(**self.opts).remote(self.cfg.backend, self.cfg.model,
@@ -185,6 +206,13 @@ class GeneratorPool:
     def shutdown(self) -> None:
         for s in self.slots:
             ray.kill(s.actor)
+        if self.requested:  # let the autoscaler scale the GPU nodes down again
+            try:
+                request_resources(bundles=[])
+                self.requested = []
+            except Exception as err:  # noqa: BLE001
+                log.warning("generator pool: could not withdraw the GPU request (%s)",
+                            type(err).__name__)
 
 
 class EvaluatorPool:

@@ -1,0 +1,64 @@
+"""Generator pool sizing and its request to the autoscaler, on the real local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from izray.config import GeneratorConfig
+from izray.runtime.pools import GeneratorPool, auto_pool_size
+
+
+@pytest.mark.parametrize(("gpus", "per_actor", "cap", "expected"), [
+    (0, 1, None, 1),  # no GPU yet: one actor, which makes the autoscaler add a GPU node
+    (8, 1, None, 8),
+    (8, 2, None, 4),  # tensor parallel 2
+    (7, 2, None, 3),
+    (8, 1, 3, 3),
+    (0, 0, None, 1),  # CPU engines
+])
+def test_auto_pool_size(gpus, per_actor, cap, expected):
+    assert auto_pool_size(gpus, per_actor, cap) == expected
+
+
+def _requested() -> list[dict] | None:
+    """What the cluster holds as the standing resource request (autoscaler v1 channel)."""
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+    return None if raw is None else json.loads(raw)
+
+
+def test_auto_pool_with_max_actors_asks_the_autoscaler_and_withdraws(ray_local, monkeypatch):
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+    if is_autoscaler_v2():  # pragma: no cover - the request then goes over GCS RPC
+        pytest.fail("this test reads the v1 request channel; the local cluster runs v2")
+    cfg = GeneratorConfig(backend="sim", num_actors="auto", max_actors=3, num_gpus=1,
+                          tensor_parallel_size=2, num_cpus=1)
+    pool = GeneratorPool(cfg, seed=0)
+    try:
+        assert _requested() == [{"GPU": 2.0, "CPU": 1.0}] * 3
+        # The local cluster has no GPU: one actor, waiting for the GPU node to come up.
+        assert len(pool.slots) == 1
+    finally:
+        pool.shutdown()
+    assert _requested() == []
+    assert pool.requested == []
+
+
+def test_fixed_or_uncapped_pools_ask_for_nothing(ray_local):
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[])
+    for cfg in (GeneratorConfig(backend="sim", num_actors=1),
+                GeneratorConfig(backend="sim", num_actors="auto"),
+                GeneratorConfig(backend="sim", num_actors="auto", max_actors=4, num_gpus=0)):
+        pool = GeneratorPool(cfg, seed=0)
+        try:
+            assert pool.requested == []
+            assert _requested() in (None, [])
+        finally:
+            pool.shutdown()
