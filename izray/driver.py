@@ -30,17 +30,10 @@ import numpy as np
 import ray
 
 from izray._constants import EMBEDDED_MODEL_NAME
+from izray.admission import CapGuard
 from izray.bo import ProposalSettings, TaskOptimizer
 from izray.config import RunConfig, config_to_dict
-from izray.costs import (
-    any_caps,
-    cap_exceeded,
-    cost_usd,
-    largest,
-    per_query_estimate,
-    prior_estimate,
-    scaled,
-)
+from izray.costs import cost_usd, largest, prior_estimate
 from izray.costs import total as sum_usage
 from izray.errors import IzrayError, RunStateError
 from izray.evaluation import ResponseCache, resolve_api, template_for
@@ -87,9 +80,9 @@ class TaskRun:
     test_score: float | None = None
     finished: bool = False
     stopped: str | None = None
+    prior: Usage = field(default_factory=Usage)  # one dev evaluation's spend, estimated
     requested: int = 0  # candidates asked of the proposal in flight
     eval_max: Usage | None = None  # largest dev evaluation seen (calls, tokens)
-    prior: Usage | None = None  # estimate of one dev evaluation before any was seen
     test_need: Usage | None = None  # estimate of the test evaluation while it is in flight
 
     @property
@@ -99,6 +92,18 @@ class TaskRun:
     @property
     def queries(self) -> int:
         return len(self.records)
+
+    @property
+    def n_pending(self) -> int:
+        return self.opt.n_pending
+
+    @property
+    def n_dev(self) -> int:
+        return len(self.splits.dev)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.splits.test)
 
     def state(self, wall_s: float) -> dict[str, Any]:
         """What ``state/TASK.json`` holds (JSON-serialisable)."""
@@ -147,8 +152,12 @@ class Driver:
                                 n_init=cfg.bo.n_init, batch_size=cfg.bo.batch_size,
                                 seed=stable_seed(cfg.seed, task.name, "bo"),
                                 settings=self.settings)
+            prior = prior_estimate((len(self.template.render("", ex.input)) for ex in splits.dev),
+                                   cfg.generator.max_new_tokens, cfg.evaluator.max_tokens)
             self.runs[task.name] = TaskRun(task, splits, opt,
-                                           induction_text(splits.exemplars, cfg.generator.cue))
+                                           induction_text(splits.exemplars, cfg.generator.cue),
+                                           prior=prior)
+        self.guard = CapGuard(cfg.caps, self.runs, self._usd)
         self.generators = None
         self.evaluators = None
         self.broker: CallBroker | None = None
@@ -190,7 +199,7 @@ class Driver:
         self.t0 = self.clock() - max_t
         self.ingest_journals()
         for run in self.runs.values():
-            if run.stopped and self._cap_on_resume(run) is None:  # caps were raised: carry on
+            if run.stopped and self._resume_blocked(run) is None:  # caps were raised: carry on
                 log.info("[%s] continuing: %s no longer applies", run.name, run.stopped)
                 run.stopped = None
                 run.finished = False
@@ -319,9 +328,9 @@ class Driver:
         opt = run.opt
         room = 0
         if not opt.done and run.stopped is None:
-            room = self._admit(run, min(share - opt.n_pending, opt.remaining))
+            room = self.guard.admit(run, min(share - opt.n_pending, opt.remaining))
             if room == 0 and opt.n_pending == 0 and opt.remaining > 0:
-                reason = self._cap_block(run, self._per_query(run), 1, inflight=False)
+                reason = self.guard.exhausted(run)
                 if reason is not None:
                     self._stop(run, reason)
         if opt.done:
@@ -383,74 +392,11 @@ class Driver:
     def _run_usage(self) -> Usage:
         return sum_usage(r.usage for r in self.runs.values())
 
-    def _per_query(self, run: TaskRun) -> Usage:
-        """Expected spend of one dev evaluation (see :func:`izray.costs.per_query_estimate`)."""
-        if run.prior is None:
-            run.prior = prior_estimate(
-                (len(p) for p in self._prompts("", run.splits.dev)),
-                self.cfg.generator.max_new_tokens, self.cfg.evaluator.max_tokens)
-        return per_query_estimate(run.prior, run.eval_max, len(run.splits.dev))
-
-    def _test_need(self, run: TaskRun) -> Usage:
-        """Expected spend of the test evaluation (the dev estimate scaled to n_test)."""
-        return scaled(self._per_query(run), len(run.splits.test) / max(1, len(run.splits.dev)))
-
-    def _committed(self, run: TaskRun) -> tuple[Usage, int]:
-        """Expected spend and candidates of ``run``'s work in flight."""
-        n = run.opt.n_pending + run.requested
-        usage = scaled(self._per_query(run), n) if n else Usage()
-        if run.test_need is not None:
-            usage.add(run.test_need)
-        return usage, n
-
-    def _spent(self, run: TaskRun, inflight: bool) -> tuple[Usage, int, Usage, int]:
-        """Spend and queries of ``run`` and of the whole run (task, task, run, run).
-
-        ``inflight``: count what the work in flight is expected to spend as spent.
-        """
-        task_u, task_q, run_u, run_q = Usage(), 0, Usage(), 0
-        for r in self.runs.values():
-            u = Usage(r.usage.calls, r.usage.prompt_tokens, r.usage.completion_tokens)
-            q = r.queries
-            if inflight:
-                extra, n = self._committed(r)
-                u.add(extra)
-                q += n
-            run_u.add(u)
-            run_q += q
-            if r is run:
-                task_u, task_q = u, q
-        return task_u, task_q, run_u, run_q
-
-    def _cap_block(self, run: TaskRun, need: Usage, need_queries: int, *, inflight: bool,
-                   what: str = "the next query", spent=None) -> str | None:
-        """The cap that ``need`` more would cross for ``run`` (task or run scope), or None."""
-        caps = self.cfg.caps
-        if not any_caps(caps.task, caps.run):
-            return None
-        task_u, task_q, run_u, run_q = spent or self._spent(run, inflight)
-        return (cap_exceeded(caps.task, task_u, task_q, need, need_queries, self._usd, "task",
-                             what)
-                or cap_exceeded(caps.run, run_u, run_q, need, need_queries, self._usd, "run",
-                                what))
-
-    def _admit(self, run: TaskRun, room: int) -> int:
-        """How many of ``room`` candidates fit under the caps next to the work in flight."""
-        if room <= 0 or not any_caps(self.cfg.caps.task, self.cfg.caps.run):
-            return max(room, 0)
-        per = self._per_query(run)
-        spent = self._spent(run, inflight=True)
-        for k in range(room, 0, -1):
-            if self._cap_block(run, scaled(per, k), k, inflight=True, spent=spent) is None:
-                return k
-        return 0
-
-    def _cap_on_resume(self, run: TaskRun) -> str | None:
+    def _resume_blocked(self, run: TaskRun) -> str | None:
         """Why a stopped task still cannot continue under the (possibly raised) caps."""
         if run.opt.n_issued < self.cfg.bo.budget:
-            return self._cap_block(run, self._per_query(run), 1, inflight=False)
-        return self._cap_block(run, self._test_need(run), 0, inflight=False,
-                               what="the test evaluation")
+            return self.guard.exhausted(run)
+        return self.guard.test_blocked(run, inflight=False)
 
     def _stop(self, run: TaskRun, reason: str) -> None:
         """Stop issuing candidates; those in flight finish (without new paid calls)."""
@@ -534,17 +480,16 @@ class Driver:
                         run.stopped or "no candidate was scored")
             self._finish(run, None)
             return
-        need = self._test_need(run)
-        reason = self._cap_block(run, need, 0, inflight=False, what="the test evaluation")
+        reason = self.guard.test_blocked(run, inflight=False)
         if reason is not None:  # it cannot fit even when everything in flight has landed
             run.test_started = True
             self._stop(run, reason)
             self._finish(run, None)
             return
-        if self._cap_block(run, need, 0, inflight=True) is not None:
+        if self.guard.test_blocked(run, inflight=True) is not None:
             return  # fits once other tasks' work in flight has landed: wait for it
         run.test_started = True
-        run.test_need = need
+        run.test_need = self.guard.test_need(run)
         log.info("[%s] budget spent; scoring the best instruction on %d test examples",
                  run.name, len(run.splits.test))
 
