@@ -226,15 +226,53 @@ def _execute(cfg, rundir, tasks, resume: bool) -> dict:
              len(tasks), ", ".join(t.name for t, _ in tasks), cfg.bo.budget,
              describe_endpoint(cfg), rundir.path)
     session = start_pools(cfg, rundir.path)
+    # From here on the run is under way: its log also goes to OUT/logs/driver.log (appended
+    # by every resume). Not before, so that bad input leaves a run directory untouched.
+    file_log = _log_to_file(rundir.path / "logs" / DRIVER_LOG)
+    log.info("%s %s: %d task(s), black box %s", "resumed" if resume else "started",
+             rundir.path, len(tasks), describe_endpoint(cfg))
     try:
         driver.attach(session.generators, session.evaluators, session.info,
                       session.call_settings)
         return driver.run()
+    except BaseException as err:
+        file_log.handle(logging.makeLogRecord({
+            "name": "izray", "levelno": logging.ERROR, "levelname": "ERROR",
+            "msg": "run stopped: %s: %s", "args": (type(err).__name__,
+                                                    str(err).splitlines()[0] if str(err) else "")}))
+        raise
     finally:
         driver.close()
         session.shutdown()
         if ray.is_initialized() and session.owns_ray:
             ray.shutdown()
+        _stop_logging_to_file(file_log)
+
+
+#: The driver's log inside the run directory.
+DRIVER_LOG = "driver.log"
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    """Also send izray's log to ``path`` (appending), with dates, at INFO and above."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           "%Y-%m-%d %H:%M:%S"))
+    logger = logging.getLogger("izray")
+    handler.previous_level = logger.level  # type: ignore[attr-defined]
+    if logger.getEffectiveLevel() > logging.INFO:  # used as a library: still log the run
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return handler
+
+
+def _stop_logging_to_file(handler: logging.Handler) -> None:
+    logger = logging.getLogger("izray")
+    logger.removeHandler(handler)
+    logger.setLevel(handler.previous_level)  # type: ignore[attr-defined]
+    handler.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

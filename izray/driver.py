@@ -163,6 +163,7 @@ class Driver:
         self.broker: CallBroker | None = None
         self.call_settings: dict[str, Any] = {}
         self._last_status = 0.0
+        self._loop_start = (0.0, 0)  # (clock, queries) when this session's loop began
         self._last_scale = 0.0
         self.proposal_seconds = 0.0
         self.proposals = 0
@@ -270,6 +271,7 @@ class Driver:
         for run in self.runs.values():
             run.t_start = self.clock()
         t_loop = self.clock()
+        self._loop_start = (t_loop, sum(r.queries for r in self.runs.values()))
         while not all(r.finished for r in self.runs.values()):
             self._scale()
             share = self._share()
@@ -531,12 +533,22 @@ class Driver:
         usd = self._usd(total)
         log.info("status: %d/%d tasks done, %d/%d queries, %d API calls, %d+%d tokens%s, "
                  "%d generator actor(s), %d generate calls in flight, %d queued, %d prompts in "
-                 "flight, %d proposals (%.1f s CPU), %.0f s", sum(r.finished for r in runs),
+                 "flight, %d proposals (%.1f s CPU), %.0f s%s", sum(r.finished for r in runs),
                  len(runs), sum(r.queries for r in runs), len(runs) * self.cfg.bo.budget,
                  total.calls, total.prompt_tokens, total.completion_tokens,
                  "" if usd is None else f", ${usd:.4f}", self.generators.size,
                  self.generators.active_calls, len(self.generators.queue), self.broker.inflight,
-                 self.proposals, self.proposal_seconds, elapsed)
+                 self.proposals, self.proposal_seconds, elapsed, self._eta(now))
+
+    def _eta(self, now: float) -> str:
+        """``, ~N min left`` from this session's query rate (empty until one has landed)."""
+        t_loop, q_loop = self._loop_start
+        done = sum(r.queries for r in self.runs.values()) - q_loop
+        if done <= 0 or now <= t_loop:
+            return ""
+        left = sum(max(0, r.opt.budget - r.queries) for r in self.runs.values()
+                   if not r.finished)
+        return f", ~{left / (done / (now - t_loop)) / 60.0:.0f} min left"
 
     def summary(self) -> dict[str, Any]:
         """The ``summary.json`` contract (see README "Outputs")."""

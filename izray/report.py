@@ -11,7 +11,8 @@ Layout of ``OUT/``::
     state/TASK.json    per task: BO state (observations, pending, RNG), history records,
                        test result; rewritten atomically after every observation
     state/TASK.projection.npz   the task's random projection
-    logs/              logs of the embedded model server
+    logs/              driver.log (the driver's log, appended by resumes) and the
+                       embedded model server's log
     .lock              held by the driver working on the run
 """
 

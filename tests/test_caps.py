@@ -88,6 +88,12 @@ def test_resume_with_raised_cap_runs_the_task_to_its_budget(ray_local, simulator
     assert sim.stats.requests > paid
     assert sim.stats.requests == r["api_calls"] == summary["usage"]["api_calls"]
     assert sim.stats.as_dict()["repeated_prompts"] == 0
+    # Both sessions are in the run's log, in order: the stop, the resume, the end.
+    text = (out / "logs" / "driver.log").read_text()
+    marks = [text.index(m) for m in (" INFO started ", "stopping: caps.task.api_calls=60",
+                                     "[plural] done: test=n/a", " INFO resumed ")]
+    marks.append(text.rindex("[plural] done: test="))
+    assert marks == sorted(marks), text
 
 
 def test_run_usd_cap_is_never_exceeded_and_cost_is_reported(ray_local, simulator, tmp_path,

@@ -4,6 +4,7 @@ against the black-box simulator (a real HTTP server on loopback). Fast: seconds 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -56,6 +57,12 @@ def test_run_writes_contract_outputs(ray_local, simulator, tmp_path, capsys):
     assert summary["tasks"]["plural"]["dev_score"] >= 0.7
     printed = capsys.readouterr().out
     assert "best instruction:" in printed and "test score" in printed
+    # The driver's log is kept in the run directory, with dates.
+    log_lines = (out / "logs" / "driver.log").read_text().splitlines()
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO started ", log_lines[0]), log_lines[0]
+    for name in ("plural", "larger_number"):
+        assert any(f"[{name}] 12/12 " in line for line in log_lines), name
+        assert any(f"[{name}] done: test=" in line for line in log_lines), name
 
 
 def test_failed_candidates_are_recorded_not_scored_zero(ray_local, simulator, tmp_path):
@@ -110,3 +117,27 @@ def test_bad_input_before_anything_starts(args, needle, tmp_path, capsys, monkey
     assert code == 2
     assert err.startswith("izray: error:") and needle in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_status_line_estimates_time_left_from_this_sessions_rate(tmp_path):
+    from izray.driver import Driver, prepare_tasks
+    from izray.report import RunDir
+
+    cfg = config_from_dict({}, ["tasks.names=[plural, larger_number]", "bo.budget=12",
+                                "bo.n_init=4", "evaluator.base_url=http://127.0.0.1:9/v1",
+                                "evaluator.model=m"])
+    now = [1000.0]
+    driver = Driver(cfg, RunDir(tmp_path / "run"), prepare_tasks(cfg), clock=lambda: now[0])
+    try:
+        a, b = driver.runs.values()
+        a.records = [{}] * 4  # 4 queries were done before this session (a resume)
+        driver._loop_start = (1000.0, 4)
+        assert driver._eta(1000.0) == ""  # nothing landed yet in this session
+        a.records = [{}] * 8
+        b.records = [{}] * 2
+        # 6 queries in 120 s = 3/min; 24 - 10 = 14 left -> ~5 min.
+        assert driver._eta(1120.0) == ", ~5 min left"
+        a.finished = True  # a finished task's remainder does not count
+        assert driver._eta(1120.0) == ", ~3 min left"
+    finally:
+        driver.close()

@@ -116,7 +116,7 @@ def test_key_file_never_leaks(ray_local, simulator, tmp_path, monkeypatch, capsy
     assert sim.stats.requests == summary["usage"]["api_calls"]
     # The run wrote what it writes (so the search below has something to search).
     names = {p.name for p in all_files(out)}
-    assert {"config.json", "summary.json", "history.jsonl", "cache.sqlite"} <= names
+    assert {"config.json", "summary.json", "history.jsonl", "cache.sqlite", "driver.log"} <= names
     assert json.loads((out / "config.json").read_text())["evaluator"]["api_key_file"] == str(
         key_file)
     # ... and the key is nowhere.
