@@ -229,17 +229,16 @@ def _execute(cfg, rundir, tasks, resume: bool) -> dict:
     # From here on the run is under way: its log also goes to OUT/logs/driver.log (appended
     # by every resume). Not before, so that bad input leaves a run directory untouched.
     file_log = _log_to_file(rundir.path / "logs" / DRIVER_LOG)
-    log.info("%s %s: %d task(s), black box %s", "resumed" if resume else "started",
-             rundir.path, len(tasks), describe_endpoint(cfg))
+    _file_only(file_log, logging.INFO, "%s %s: %d task(s) %s, budget %d each, black box %s",
+               "resumed" if resume else "started", rundir.path, len(tasks),
+               ",".join(t.name for t, _ in tasks), cfg.bo.budget, describe_endpoint(cfg))
     try:
         driver.attach(session.generators, session.evaluators, session.info,
                       session.call_settings)
         return driver.run()
-    except BaseException as err:
-        file_log.handle(logging.makeLogRecord({
-            "name": "izray", "levelno": logging.ERROR, "levelname": "ERROR",
-            "msg": "run stopped: %s: %s", "args": (type(err).__name__,
-                                                    str(err).splitlines()[0] if str(err) else "")}))
+    except BaseException as err:  # the terminal shows it as `izray: error: ...`
+        _file_only(file_log, logging.ERROR, "run stopped: %s: %s", type(err).__name__,
+                   str(err).splitlines()[0] if str(err) else "")
         raise
     finally:
         driver.close()
@@ -266,6 +265,13 @@ def _log_to_file(path: Path) -> logging.Handler:
         logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     return handler
+
+
+def _file_only(handler: logging.Handler, level: int, msg: str, *args) -> None:
+    """A line for the run's log file that the terminal has already seen in another form."""
+    handler.handle(logging.makeLogRecord({"name": "izray", "levelno": level,
+                                          "levelname": logging.getLevelName(level),
+                                          "msg": msg, "args": args}))
 
 
 def _stop_logging_to_file(handler: logging.Handler) -> None:

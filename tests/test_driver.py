@@ -141,3 +141,26 @@ def test_status_line_estimates_time_left_from_this_sessions_rate(tmp_path):
         assert driver._eta(1120.0) == ", ~3 min left"
     finally:
         driver.close()
+
+
+def test_the_error_that_ends_a_session_is_in_the_run_log(ray_local, simulator, tmp_path,
+                                                         monkeypatch, capsys):
+    from izray.driver import Driver
+    from izray.errors import RunStateError
+
+    sim = simulator(latency_ms=(1, 3))
+    out = tmp_path / "run"
+    assert run_config(sim_config(sim, "tasks.names=[plural]", "bo.budget=4"), out) == 0
+
+    def broken_run(self):
+        raise RunStateError("disk full while writing state/plural.json")
+
+    monkeypatch.setattr(Driver, "run", broken_run)
+    monkeypatch.setattr(Driver, "load", lambda self: 0)  # pretend work is left to do
+    assert main(["resume", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "izray: error: disk full while writing state/plural.json"
+    log_lines = (out / "logs" / "driver.log").read_text().splitlines()
+    assert " INFO resumed " in log_lines[-2]
+    assert log_lines[-1].endswith(
+        " ERROR run stopped: RunStateError: disk full while writing state/plural.json")
