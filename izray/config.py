@@ -194,7 +194,7 @@ class EvaluatorConfig:
     def __post_init__(self) -> None:
         if self.base_url is not None:
             _check(bool(re.match(r"https?://[^/\s]+", self.base_url)), "evaluator.base_url",
-                   "must be an http(s) URL", _redact_url(self.base_url))
+                   "must be an http(s) URL", redact_url(self.base_url))
             _check(self.model is not None and self.model.strip() != "", "evaluator.model",
                    "name the model served at evaluator.base_url", self.model)
         _check(bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env)),
@@ -372,7 +372,7 @@ class RunConfig:
 # building from dicts
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     """Drop ``user:password@`` from a URL so it can be logged and saved."""
     return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", url)
 
@@ -535,6 +535,6 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
 
     data = plain(data)
     if data["evaluator"]["base_url"]:
-        data["evaluator"]["base_url"] = _redact_url(data["evaluator"]["base_url"])
+        data["evaluator"]["base_url"] = redact_url(data["evaluator"]["base_url"])
     return data
 

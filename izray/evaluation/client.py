@@ -26,7 +26,7 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from izray import _constants as C
-from izray.config import _redact_url
+from izray.config import redact_url
 from izray.errors import CallFailed, EndpointError
 from izray.evaluation.ratelimit import estimate_tokens
 
@@ -156,7 +156,7 @@ class BlackBoxClient:
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
                  rng: random.Random | None = None, key_env: str = C.API_KEY_ENV) -> None:
         self.base_url = base_url
-        self.shown_url = _redact_url(base_url)  # for messages: no user:password@
+        self.shown_url = redact_url(base_url)  # for messages: no user:password@
         self.model = model
         self.api = api
         self.temperature = temperature

@@ -146,6 +146,8 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
     pools: list = []
     t0 = time.monotonic()
     try:
+        if owns:  # before any actor starts: a misfit fails in seconds, not after engine loads
+            _check_local_cpus(cfg)
         server_ref = None
         if cfg.evaluator.embedded:
             server = ServerActor.options(num_cpus=cfg.server.num_cpus,
@@ -198,8 +200,6 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
         evaluators.check()
         log.info("ready in %.0f s: generator %s (hidden %d), black box at %s", time.monotonic() - t0,
                  info.model, info.hidden, endpoint)
-        if owns:
-            _check_local_cpus(cfg)
         return Session(generators, evaluators, info, call_settings, owns, extra)
     except Exception as err:
         for actor in extra:
