@@ -64,8 +64,18 @@ RETRY_AFTER_MAX_S = 120.0
 #: Served model name of the embedded local black box.
 EMBEDDED_MODEL_NAME = "izray-embedded"
 
+# --- strategies ------------------------------------------------------------------------------
+#: Sampling temperature of APE's generator (Zhou et al. 2022 sampled at 0.9).
+APE_TEMPERATURE = 0.9
+#: Default cap on candidates generated per task, as a multiple of ``bo.budget``. Candidates
+#: that decode to an instruction already scored cost no query, so without a cap a searcher
+#: that keeps finding known instructions would never finish; at 5x a run still spends its
+#: budget with 80% duplicates, more means the searcher is stuck.
+MAX_CANDIDATES_FACTOR = 5
+
 # --- BO --------------------------------------------------------------------------------------
-#: InstructZero: 25 Sobol points + 125 BO queries = 150 black-box queries per task.
+#: InstructZero: 25 Sobol points + 125 BO queries = 150 black-box queries per task. A query
+#: is a distinct instruction scored on the dev set (the paid resource).
 BO_BUDGET = 150
 BO_N_INIT = 25
 #: Candidates proposed jointly by qLogEI; also the number kept in flight per task.

@@ -18,15 +18,15 @@ from izray.evaluation.ledger import Usage
 
 
 class TaskView(Protocol):
-    """What the guard reads of one task (the driver's ``TaskRun`` provides it)."""
+    """What the guard reads of one task (:class:`izray.lifecycle.TaskRun` provides it)."""
 
     name: str
     usage: Usage  # spent so far
-    queries: int  # candidates told
+    queries: int  # paid queries (distinct instructions scored)
     requested: int  # candidates asked of a proposal in flight
     eval_max: Usage | None  # largest dev evaluation seen
     prior: Usage  # estimate of one dev evaluation before any was seen
-    test_need: Usage | None  # estimate of the test evaluation while it is in flight
+    reserved: Usage | None  # estimate of the test/reference evaluations in flight
     n_pending: int  # candidates issued, not yet told
     n_dev: int
     n_test: int
@@ -112,8 +112,8 @@ class CapGuard:
                 n = other.n_pending + other.requested
                 if n:
                     u.add(scaled(self.per_query(other), n))
-                if other.test_need is not None:
-                    u.add(other.test_need)
+                if other.reserved is not None:
+                    u.add(other.reserved)
                 q += n
             run_u.add(u)
             run_q += q

@@ -44,6 +44,9 @@ class TasksConfig:
         n_dev: Size of the fixed development subset the black box is scored on.
         n_test: Cap on the withheld test split (``None``: all of it).
         metrics: Per-task metric override, e.g. ``{my_task: f1}``.
+        reference_instructions: Per task, instructions to compare with (e.g. the prompt in use
+            today): scored on dev and test in every run, shown beside the best found, never
+            counted as queries. Tasks this run does not optimize are ignored.
     """
 
     names: tuple[str, ...] = C.DEFAULT_TASKS
@@ -52,6 +55,7 @@ class TasksConfig:
     n_dev: int = C.N_DEV
     n_test: int | None = None
     metrics: dict[str, str] = field(default_factory=dict)
+    reference_instructions: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(len(self.names) > 0, "tasks.names", "name at least one task", list(self.names))
@@ -61,6 +65,12 @@ class TasksConfig:
         _check(self.n_exemplars >= 1, "tasks.n_exemplars", "must be >= 1", self.n_exemplars)
         _check(self.n_dev >= 1, "tasks.n_dev", "must be >= 1", self.n_dev)
         _check(self.n_test is None or self.n_test >= 1, "tasks.n_test", "must be >= 1 or null", self.n_test)
+        for name, refs in self.reference_instructions.items():
+            for text in refs:
+                _check(text.strip() != "", f"tasks.reference_instructions.{name}",
+                       "instructions must not be empty", text)
+            _check(len(set(refs)) == len(refs), f"tasks.reference_instructions.{name}",
+                   "instructions repeat", refs)
 
 
 @dataclass(frozen=True)
@@ -226,7 +236,12 @@ class BOConfig:
     """Bayesian optimization per task.
 
     Attributes:
-        budget: Black-box queries (candidates) per task, initial points included.
+        budget: Paid queries per task: distinct instructions scored on the dev set, initial
+            points included. A candidate that decodes to an instruction already scored is an
+            observation for the model but no query.
+        max_candidates: Most candidates generated per task (``None``:
+            ``MAX_CANDIDATES_FACTOR x budget``); a task that reaches it before its budget is
+            spent ends early, says so, and is scored on test.
         n_init: Initial Sobol points before the GP takes over.
         batch_size: ``q`` of qLogEI; also candidates kept in flight per task.
         num_restarts: Acquisition optimizer restarts.
@@ -236,6 +251,7 @@ class BOConfig:
     """
 
     budget: int = C.BO_BUDGET
+    max_candidates: int | None = None
     n_init: int = C.BO_N_INIT
     batch_size: int = C.BO_BATCH
     num_restarts: int = 4
@@ -245,6 +261,9 @@ class BOConfig:
 
     def __post_init__(self) -> None:
         _check(self.budget >= 1, "bo.budget", "must be >= 1", self.budget)
+        _check(self.max_candidates is None or self.max_candidates >= self.budget,
+               "bo.max_candidates", f"must be >= bo.budget ({self.budget}) or null",
+               self.max_candidates)
         _check(self.n_init >= 1, "bo.n_init", "must be >= 1", self.n_init)
         _check(self.n_init <= self.budget, "bo.n_init", f"must be <= bo.budget ({self.budget})",
                self.n_init)
@@ -254,6 +273,11 @@ class BOConfig:
                self.raw_samples)
         _check(self.maxiter >= 1, "bo.maxiter", "must be >= 1", self.maxiter)
         _check(self.num_cpus >= 0, "bo.num_cpus", "must be >= 0", self.num_cpus)
+
+    @property
+    def candidate_cap(self) -> int:
+        """``max_candidates``, or its default multiple of the budget."""
+        return self.max_candidates or C.MAX_CANDIDATES_FACTOR * self.budget
 
 
 @dataclass(frozen=True)
@@ -351,9 +375,17 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """The whole run. See the README's configuration section for every key."""
+    """The whole run. See the README's configuration section for every key.
+
+    Attributes:
+        seed: Seeds splits, projections, Sobol points, random draws and BO.
+        strategy: How candidates are chosen: ``instructzero`` (GP + qLogEI over soft prompts),
+            ``uniform`` (random soft prompts) or ``ape`` (sampled instructions from random
+            exemplar subsets, no soft prompt). Everything else is shared.
+    """
 
     seed: int = 0
+    strategy: Literal["instructzero", "uniform", "ape"] = "instructzero"
     tasks: TasksConfig = field(default_factory=TasksConfig)
     softprompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -409,6 +441,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         _check(value in args, key, "must be one of " + ", ".join(map(str, args)), value)
         return value
+    if origin is list:  # a list of free text: a lone string is one item, never split
+        if isinstance(value, str):
+            value = [value]
+        _check(isinstance(value, Sequence), key, "expected a list", value)
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

@@ -153,17 +153,24 @@ def _remove_empty(path: Path) -> None:
 
 
 def format_results(summary: Mapping[str, Any]) -> str:
-    """A readable table of each task's best instruction and scores."""
+    """A readable table of each task's best instruction and scores, beside any references."""
     lines = []
     for name, r in summary["tasks"].items():
         test = r.get("test_score")
         dev = r.get("dev_score")
-        lines.append(f"{name}")
+        lines.append(f"{name}  ({r.get('strategy', 'instructzero')})")
         lines.append(f"  best instruction: {r.get('best_instruction') or '(none)'}")
         lines.append(f"  dev score {_fmt(dev)}   test score {_fmt(test)}   queries {r['queries']}"
-                     f"   API calls {r['api_calls']}   tokens {r['prompt_tokens']}+"
-                     f"{r['completion_tokens']}   {r['wall_s']:.0f} s"
+                     f" ({r.get('candidates', r['queries'])} candidates)   API calls "
+                     f"{r['api_calls']}   tokens {r['prompt_tokens']}+{r['completion_tokens']}"
+                     f"   {r['wall_s']:.0f} s"
                      + ("" if r.get("usd") is None else f"   ${r['usd']:.4f}"))
+        for ref in r.get("references") or []:
+            if ref.get("dev_score") is None:
+                lines.append(f"  yours: {ref['instruction']!r}: {ref.get('error') or 'n/a'}")
+                continue
+            lines.append(f"  yours {_fmt(ref.get('test_score'))} -> izray {_fmt(test)} on test"
+                         f" (dev {_fmt(ref['dev_score'])} -> {_fmt(dev)}): {ref['instruction']!r}")
         if r.get("stopped"):
             lines.append(f"  stopped: {r['stopped']}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ class Task:
     requested: int = 0
     eval_max: Usage | None = None
     prior: Usage = field(default_factory=lambda: PRIOR)
-    test_need: Usage | None = None
+    reserved: Usage | None = None
     n_pending: int = 0
     n_dev: int = 10
     n_test: int = 20
@@ -81,7 +81,7 @@ def test_usd_cap_and_the_test_evaluation():
     assert "the test evaluation needs ~1.5000" in g.test_blocked(a, inflight=False)
     g2 = guard([a], task=Caps(usd=4.0), price=0.001)
     assert g2.test_blocked(a, inflight=False) is None
-    b = Task("b", test_need=Usage(20, 1000, 200))  # b's test in flight: $1.20
+    b = Task("b", reserved=Usage(20, 1000, 200))  # b's test in flight: $1.20
     g3 = guard([a, b], run=Caps(usd=4.5), price=0.001)
     assert g3.test_blocked(a, inflight=False) is None
     assert g3.test_blocked(a, inflight=True) is not None  # wait for b's test to land

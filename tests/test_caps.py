@@ -222,6 +222,6 @@ def test_printed_results_show_cost_and_why_a_task_stopped():
     text = format_results({"tasks": {
         "priced": {**row, "usd": 1.23456, "stopped": "caps.run.usd=1 reached (1.2346)"},
         "unpriced": {**row, "usd": None, "stopped": None}}})
-    priced, unpriced = text.split("unpriced\n")
+    priced, unpriced = text.split("unpriced  (instructzero)\n")
     assert "$1.2346" in priced and "stopped: caps.run.usd=1 reached" in priced
     assert "$" not in unpriced and "stopped" not in unpriced

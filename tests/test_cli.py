@@ -15,7 +15,7 @@ def test_tasks_lists_builtin_and_shared(ii_data_dir, capsys):
     out = capsys.readouterr().out.splitlines()
     names = {line.split()[0] for line in out[1:]}
     assert {"larger_number", "plural", "antonyms", "informal_to_formal"} <= names
-    assert len(names) == 24 + 4
+    assert len(names) == 24 + 8
     row = next(line for line in out if line.startswith("informal_to_formal"))
     assert "f1" in row and "15" in row
 

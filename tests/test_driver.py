@@ -30,29 +30,34 @@ def test_run_writes_contract_outputs(ray_local, simulator, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     history = read_history(out)
     assert set(summary["tasks"]) == {"plural", "larger_number"}
+    assert summary["strategy"] == "instructzero"
     for name, r in summary["tasks"].items():
+        assert r["strategy"] == "instructzero"
         assert isinstance(r["best_instruction"], str) and r["best_instruction"]
         assert 0.0 <= r["dev_score"] <= 1.0 and 0.0 <= r["test_score"] <= 1.0
+        # The budget counts paid queries: distinct instructions scored on dev.
         assert r["queries"] == 12
         for key in ("api_calls", "prompt_tokens", "completion_tokens"):
             assert isinstance(r[key], int) and r[key] > 0
         assert r["wall_s"] > 0
         lines = [h for h in history if h["task"] == name]
-        assert len(lines) == 12
-        assert [h["step"] for h in lines] == list(range(1, 13))
+        assert r["candidates"] == len(lines) >= 12
+        assert [h["step"] for h in lines] == list(range(1, len(lines) + 1))
+        assert [h["query"] for h in lines if h["query"]] == list(range(1, 13))
+        assert len({h["instruction"] for h in lines}) == 12  # duplicates were no query
+        assert all(h["cached"] for h in lines if h["query"] is None)
         assert r["dev_score"] == max(h["dev_score"] for h in lines)
         assert all(len(h["z"]) == 10 and all(-1 <= v <= 1 for v in h["z"]) for h in lines)
-    assert set(history[0]) >= {"task", "step", "z", "instruction", "dev_score", "cached", "t"}
+        assert r["prompts"] == 20 * 12 + 10
+    assert set(history[0]) >= {"task", "step", "z", "instruction", "dev_score", "cached", "query",
+                               "t"}
     assert summary["config"]["bo"]["budget"] == 12
     # Every request the server saw is accounted, and none was paid twice.
     assert sim.stats.requests == sum(r["api_calls"] for r in summary["tasks"].values())
     assert sim.stats.as_dict()["repeated_prompts"] == 0
     # Identical instructions are evaluated once: calls = (distinct instructions) x n_dev.
-    for name, r in summary["tasks"].items():
-        lines = [h for h in history if h["task"] == name]
-        distinct = {h["instruction"] for h in lines}
-        assert sum(not h["cached"] for h in lines) == len(distinct)
-        assert r["api_calls"] == 20 * len(distinct) + 10
+    for r in summary["tasks"].values():
+        assert r["api_calls"] == 20 * r["queries"] + 10
     # The simulated landscape has a right answer; BO finds an instruction that names it.
     assert summary["tasks"]["plural"]["dev_score"] >= 0.7
     printed = capsys.readouterr().out
@@ -130,11 +135,11 @@ def test_status_line_estimates_time_left_from_this_sessions_rate(tmp_path):
     driver = Driver(cfg, RunDir(tmp_path / "run"), prepare_tasks(cfg), clock=lambda: now[0])
     try:
         a, b = driver.runs.values()
-        a.records = [{}] * 4  # 4 queries were done before this session (a resume)
+        a.queries = 4  # 4 queries were done before this session (a resume)
         driver._loop_start = (1000.0, 4)
         assert driver._eta(1000.0) == ""  # nothing landed yet in this session
-        a.records = [{}] * 8
-        b.records = [{}] * 2
+        a.queries = 8
+        b.queries = 2
         # 6 queries in 120 s = 3/min; 24 - 10 = 14 left -> ~5 min.
         assert driver._eta(1120.0) == ", ~5 min left"
         a.finished = True  # a finished task's remainder does not count

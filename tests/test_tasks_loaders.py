@@ -378,6 +378,10 @@ BUILTIN_DIGESTS = {
     "last_item": "33e039637a47a81b",
     "first_letter": "32e5527cf7732ba3",
     "plural": "b2ed4337a032852b",
+    "smaller_number": "da3876f9acf9e515",
+    "first_item": "fc4c5ccdbff50bdd",
+    "reverse_word": "7b19bcd6cc61538e",
+    "add_one": "69ad81f3dd2d981e",
 }
 
 
@@ -408,6 +412,10 @@ def test_builtin_answers_are_correct() -> None:
         "last_item": lambda s: s.split(", ")[-1],
         "first_letter": lambda s: s[0],
         "plural": lambda s: plural_of[s],
+        "smaller_number": lambda s: str(min(int(x) for x in s.split(", "))),
+        "first_item": lambda s: s.split(", ")[0],
+        "reverse_word": lambda s: s[::-1],
+        "add_one": lambda s: str(int(s) + 1),
     }.items():
         task = load_builtin_task(name)
         for example in task.pool + (task.test or ()):

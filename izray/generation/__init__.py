@@ -24,10 +24,11 @@ __all__ = [
 def build_generator(backend: str, model: str, **kwargs) -> Generator:
     """Construct the backend named by ``generator.backend`` on the resolved ``model`` path."""
     if backend == "sim":
-        from izray.generation.sim_backend import SimulatedGenerator
+        from izray.generation.sim_backend import HARD_MODEL, SimulatedGenerator
 
         keys = ("max_new_tokens", "seed")
-        return SimulatedGenerator(**{k: v for k, v in kwargs.items() if k in keys})
+        return SimulatedGenerator(landscape="hard" if model == HARD_MODEL else "classic",
+                                  **{k: v for k, v in kwargs.items() if k in keys})
     if backend == "vllm":
         from izray.generation.vllm_backend import VLLMGenerator
 

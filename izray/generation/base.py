@@ -20,13 +20,18 @@ class GenerationRequest:
 
     Attributes:
         key: Caller's identifier, returned unchanged.
-        soft: ``n_tokens x hidden`` float32 soft-prompt embeddings.
+        soft: ``n_tokens x hidden`` float32 soft-prompt embeddings, or ``None`` for none (APE).
         text: Exemplar block plus induction cue (see :func:`~izray.generation.prompt.induction_text`).
+        temperature: Sampling temperature; 0 is greedy (InstructZero, Uniform).
+        seed: Sampling seed of this request (with ``temperature > 0``), so that the same
+            request writes the same instruction again, whatever it is batched with.
     """
 
     key: str
-    soft: np.ndarray
+    soft: np.ndarray | None
     text: str
+    temperature: float = 0.0
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,15 +59,21 @@ class Generator(abc.ABC):
     info: ModelInfo
 
     @abc.abstractmethod
-    def _generate_embeds(self, embeds: list[torch.Tensor]) -> list[str]:
-        """Raw continuations for ``L_i x hidden`` prompt embeddings."""
+    def _generate_embeds(self, embeds: list[torch.Tensor],
+                         sampling: list[tuple[float, int | None]]) -> list[str]:
+        """Raw continuations for ``L_i x hidden`` prompt embeddings.
+
+        Args:
+            embeds: One ``L_i x hidden`` tensor per request.
+            sampling: ``(temperature, seed)`` per request; temperature 0 is greedy.
+        """
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Generate one instruction per request, in order."""
         if not requests:
             return []
         embeds = [self.assembler.assemble(r.soft, r.text) for r in requests]
-        raws = self._generate_embeds(embeds)
+        raws = self._generate_embeds(embeds, [(r.temperature, r.seed) for r in requests])
         return [GenerationResult(r.key, clean_instruction(_cut(raw)), raw)
                 for r, raw in zip(requests, raws, strict=True)]
 
@@ -113,12 +124,14 @@ class PromptAssembler:
             self._cache.popitem(last=False)
         return out
 
-    def assemble(self, soft: np.ndarray, text: str) -> torch.Tensor:
-        """``(len(prefix) + n_tokens + L) x hidden`` float32 prompt embeddings."""
+    def assemble(self, soft: np.ndarray | None, text: str) -> torch.Tensor:
+        """``(len(prefix) + n_tokens + L) x hidden`` float32 prompt embeddings (no soft
+        tokens when ``soft`` is None)."""
         parts = []
         if self.prefix_ids:
             parts.append(self.embed(self.prefix_ids).float())
-        parts.append(torch.as_tensor(np.asarray(soft, dtype=np.float32)))
+        if soft is not None:
+            parts.append(torch.as_tensor(np.asarray(soft, dtype=np.float32)))
         parts.append(self.text_embeds(text))
         return torch.cat(parts, dim=0)
 

@@ -55,20 +55,35 @@ class HFGenerator(Generator):
             self.pad_id = self.tokenizer.eos_token_id
 
     @torch.no_grad()
-    def _generate_embeds(self, embeds: list[torch.Tensor]) -> list[str]:
-        out: list[str] = []
-        for start in range(0, len(embeds), self.max_batch):
-            chunk = embeds[start:start + self.max_batch]
-            width = max(e.shape[0] for e in chunk)
-            hidden = chunk[0].shape[1]
-            batch = torch.zeros(len(chunk), width, hidden, dtype=self.model.dtype)
-            mask = torch.zeros(len(chunk), width, dtype=torch.long)
-            for i, e in enumerate(chunk):  # left padding: generation continues at the right end
-                batch[i, width - e.shape[0]:] = e.to(self.model.dtype)
-                mask[i, width - e.shape[0]:] = 1
-            tokens = self.model.generate(inputs_embeds=batch.to(self.device),
-                                         attention_mask=mask.to(self.device),
-                                         max_new_tokens=self.max_new_tokens, do_sample=False,
-                                         pad_token_id=self.pad_id)
-            out.extend(self.tokenizer.batch_decode(tokens, skip_special_tokens=True))
-        return out
+    def _generate_embeds(self, embeds: list[torch.Tensor],
+                         sampling: list[tuple[float, int | None]]) -> list[str]:
+        """Greedy requests in batches; sampled ones one at a time, each under its own seed
+        (transformers samples from the global RNG, so a batch could not keep seeds apart)."""
+        out: list[str | None] = [None] * len(embeds)
+        greedy = [i for i, (t, _) in enumerate(sampling) if t <= 0]
+        for start in range(0, len(greedy), self.max_batch):
+            idx = greedy[start:start + self.max_batch]
+            for i, text in zip(idx, self._batch([embeds[i] for i in idx]), strict=True):
+                out[i] = text
+        for i, (t, seed) in enumerate(sampling):
+            if t > 0:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0 if seed is None else seed)
+                    out[i] = self._batch([embeds[i]], temperature=t)[0]
+        return [o or "" for o in out]
+
+    def _batch(self, chunk: list[torch.Tensor], temperature: float = 0.0) -> list[str]:
+        width = max(e.shape[0] for e in chunk)
+        hidden = chunk[0].shape[1]
+        batch = torch.zeros(len(chunk), width, hidden, dtype=self.model.dtype)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for i, e in enumerate(chunk):  # left padding: generation continues at the right end
+            batch[i, width - e.shape[0]:] = e.to(self.model.dtype)
+            mask[i, width - e.shape[0]:] = 1
+        sample = ({"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0
+                  else {"do_sample": False})
+        tokens = self.model.generate(inputs_embeds=batch.to(self.device),
+                                     attention_mask=mask.to(self.device),
+                                     max_new_tokens=self.max_new_tokens,
+                                     pad_token_id=self.pad_id, **sample)
+        return self.tokenizer.batch_decode(tokens, skip_special_tokens=True)

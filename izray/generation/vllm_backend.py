@@ -58,13 +58,21 @@ class VLLMGenerator(Generator):
             raise GeneratorError(f"vLLM could not start on {model}: {type(err).__name__}: "
                                  f"{str(err).splitlines()[0] if str(err) else ''}") from err
         self.dtype = self.llm.llm_engine.model_config.dtype
-        self.params = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens,
-                                          stop=list(GENERATION_STOP))
+        self._sampling = vllm.SamplingParams
+        self._limits = {"max_tokens": max_new_tokens, "stop": list(GENERATION_STOP)}
+        self.params = vllm.SamplingParams(temperature=0.0, **self._limits)
         self.assembler = PromptAssembler(self.llm.get_tokenizer(), self.table.lookup)
         self.info = ModelInfo(model=model, backend="vllm", hidden=self.table.hidden,
                               embed_std=self.table.std())
 
-    def _generate_embeds(self, embeds: list[torch.Tensor]) -> list[str]:
+    def _params(self, temperature: float, seed: int | None):
+        if temperature <= 0:
+            return self.params  # greedy: one shared object
+        return self._sampling(temperature=temperature, seed=seed, **self._limits)
+
+    def _generate_embeds(self, embeds: list[torch.Tensor],
+                         sampling: list[tuple[float, int | None]]) -> list[str]:
         prompts = [{"prompt_embeds": e.to(self.dtype)} for e in embeds]
-        outputs = self.llm.generate(prompts, self.params, use_tqdm=False)
+        params = [self._params(t, s) for t, s in sampling]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [o.outputs[0].text for o in outputs]

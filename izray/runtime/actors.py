@@ -6,7 +6,7 @@
   through Ray (task arguments, object store, job metadata).
 * :class:`RateLimiterActor` is the one limiter all evaluators of an endpoint share.
 * :class:`ServerActor` owns the embedded model server process.
-* :func:`propose_task` runs a BO proposal (GP fit + qLogEI) on a cluster CPU.
+* :func:`compute_task` runs a searcher's remote work (a BO proposal) on a cluster CPU.
 
 Generator and evaluator actors restart when they die (``max_restarts``) and Ray retries the
 interrupted call on the new instance (``max_task_retries``), so no candidate is lost.
@@ -220,12 +220,10 @@ class ServerActor:
 
 
 @ray.remote
-def propose_task(request):
-    """Run one BO proposal (fit + qLogEI) on a cluster CPU."""
+def compute_task(compute, request):
+    """Run a searcher's remote work (a BO proposal: GP fit + qLogEI) on a cluster CPU."""
     import torch
-
-    from izray.bo import run_proposal
 
     threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
     torch.set_num_threads(threads)
-    return run_proposal(request)
+    return compute(request)

@@ -1,4 +1,4 @@
-"""Four small built-in tasks, generated deterministically by code.
+"""Eight small built-in tasks, generated deterministically by code.
 
 They need no data download, so they serve for smoke tests, demos and CI. Each has a pool of
 :data:`N_POOL` examples and a separate test split of :data:`N_TEST` examples whose inputs do not
@@ -8,6 +8,13 @@ occur in the pool. All use the ``exact_match`` metric.
 * ``last_item``: ``"cat, dog, bird"`` -> ``"bird"``.
 * ``first_letter``: ``"apple"`` -> ``"a"``.
 * ``plural``: ``"fox"`` -> ``"foxes"`` (mostly regular nouns, some irregular ones).
+* ``smaller_number``: ``"17, 42"`` -> ``"17"``.
+* ``first_item``: ``"cat, dog, bird"`` -> ``"cat"``.
+* ``reverse_word``: ``"apple"`` -> ``"elppa"``.
+* ``add_one``: ``"41"`` -> ``"42"``.
+
+Each is an operation the black-box simulator (:mod:`izray.testing.simulator`) knows, so the
+simulated landscapes have eight tasks to compare strategies on.
 
 Generation uses :class:`random.Random` with a fixed seed per task but draws only through
 ``Random.random()``, the one method whose sequence Python guarantees across versions; integer
@@ -124,23 +131,39 @@ def _unique(
     return examples
 
 
-def _larger_number(rng: random.Random) -> list[Example]:
-    def make(rng: random.Random) -> Example:
-        a = 1 + _randbelow(rng, 99)
-        b = 1 + _randbelow(rng, 98)
-        b = b + 1 if b >= a else b  # distinct from a, uniform over the other 98 values
-        return Example(f"{a}, {b}", (str(max(a, b)),))
+def _two_numbers(pick: Callable[[int, int], int]) -> Callable[[random.Random], list[Example]]:
+    def generate(rng: random.Random) -> list[Example]:
+        def make(rng: random.Random) -> Example:
+            a = 1 + _randbelow(rng, 99)
+            b = 1 + _randbelow(rng, 98)
+            b = b + 1 if b >= a else b  # distinct from a, uniform over the other 98 values
+            return Example(f"{a}, {b}", (str(pick(a, b)),))
 
-    return _unique(rng, make)
+        return _unique(rng, make)
+
+    return generate
 
 
-def _last_item(rng: random.Random) -> list[Example]:
-    def make(rng: random.Random) -> Example:
-        size = 3 + _randbelow(rng, 3)
-        items = _shuffled(rng, _NOUNS)[:size]
-        return Example(", ".join(items), (items[-1],))
+def _list_item(index: int) -> Callable[[random.Random], list[Example]]:
+    def generate(rng: random.Random) -> list[Example]:
+        def make(rng: random.Random) -> Example:
+            size = 3 + _randbelow(rng, 3)
+            items = _shuffled(rng, _NOUNS)[:size]
+            return Example(", ".join(items), (items[index],))
 
-    return _unique(rng, make)
+        return _unique(rng, make)
+
+    return generate
+
+
+def _reverse_word(rng: random.Random) -> list[Example]:
+    words = _shuffled(rng, _NOUNS)[: N_POOL + N_TEST]
+    return [Example(word, (word[::-1],)) for word in words]
+
+
+def _add_one(rng: random.Random) -> list[Example]:
+    numbers = _shuffled(rng, tuple(str(n) for n in range(1, 1000)))[: N_POOL + N_TEST]
+    return [Example(n, (str(int(n) + 1),)) for n in numbers]
 
 
 def _first_letter(rng: random.Random) -> list[Example]:
@@ -155,10 +178,14 @@ def _plural(rng: random.Random) -> list[Example]:
 
 
 _GENERATORS: dict[str, tuple[int, Callable[[random.Random], list[Example]]]] = {
-    "larger_number": (20230501, _larger_number),
-    "last_item": (20230502, _last_item),
+    "larger_number": (20230501, _two_numbers(max)),
+    "last_item": (20230502, _list_item(-1)),
     "first_letter": (20230503, _first_letter),
     "plural": (20230504, _plural),
+    "smaller_number": (20230505, _two_numbers(min)),
+    "first_item": (20230506, _list_item(0)),
+    "reverse_word": (20230507, _reverse_word),
+    "add_one": (20230508, _add_one),
 }
 
 BUILTIN_TASKS: tuple[str, ...] = tuple(_GENERATORS)

@@ -34,11 +34,20 @@ class Splits:
         exemplars: Demonstrations shown to the generator LLM.
         dev: Examples that score candidate instructions during optimisation; never empty.
         test: Withheld examples that score the final instruction.
+        train: The exemplar pool: every pool example in neither dev nor test, the exemplars
+            first. Strategies that show the generator other demonstrations (APE draws a random
+            subset per candidate) draw them from here; empty means ``exemplars``.
     """
 
     exemplars: tuple[Example, ...]
     dev: tuple[Example, ...]
     test: tuple[Example, ...]
+    train: tuple[Example, ...] = ()
+
+    @property
+    def exemplar_pool(self) -> tuple[Example, ...]:
+        """``train``, or ``exemplars`` when no pool was recorded."""
+        return self.train or self.exemplars
 
 
 def split_rng(seed: int, task_name: str) -> np.random.Generator:
@@ -76,6 +85,7 @@ def make_splits(
     2. The next ``n_exemplars`` shuffled examples are the exemplars.
     3. The next ``min(n_dev, remaining)`` are the dev split, so dev is never empty and small
        tasks (15-26 pool examples) get a smaller dev split rather than an error.
+       The exemplars and whatever is left after dev form ``train``, the exemplar pool.
     4. If ``n_test`` is set and smaller than the test split, a deterministic subset of
        ``n_test`` test examples is kept (in their original order).
 
@@ -135,4 +145,5 @@ def make_splits(
     n_dev_used = min(n_dev, len(order) - n_exemplars)
     exemplars = tuple(pool[i] for i in order[:n_exemplars])
     dev = tuple(pool[i] for i in order[n_exemplars : n_exemplars + n_dev_used])
-    return Splits(exemplars=exemplars, dev=dev, test=test)
+    rest = tuple(pool[i] for i in order[n_exemplars + n_dev_used :])
+    return Splits(exemplars=exemplars, dev=dev, test=test, train=exemplars + rest)

@@ -10,7 +10,8 @@ It serves ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/mod
 * answers that depend on the instruction text, so BO has something to find: it "follows"
   an instruction by keywords (``plural``, ``first letter``, ``larger``, ``last``, ...) and
   applies that operation to the input; otherwise it echoes the input. A seeded fraction of
-  answers is wrong regardless (``noise``).
+  answers is wrong regardless (``noise``). With ``landscape="hard"`` it answers the
+  instructions of the ``sim-hard`` generator by :mod:`izray.testing.landscape` instead.
 
 It counts every completion request it receives (``/stats`` -> ``{"requests": N, ...}``).
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from izray.tasks.builtin import PLURALS
+from izray.testing import landscape
 
 
 @dataclass
@@ -54,6 +56,7 @@ class SimConfig:
     retry_after_s: float = 1.0
     noise: float = 0.1
     seed: int = 0
+    landscape: str = "classic"
 
 
 @dataclass
@@ -117,6 +120,9 @@ OPERATIONS = (
     (("smaller", "smallest", "minimum", "lower"),
      lambda x: _fmt(min(_numbers(x))) if len(_numbers(x)) >= 2 else None),
     (("last",), lambda x: _items(x)[-1] if len(_items(x)) >= 2 else None),
+    (("first item", "first element", "first entry"),
+     lambda x: _items(x)[0] if len(_items(x)) >= 2 else None),
+    (("reverse", "backwards"), lambda x: x.strip()[::-1] or None),
     (("capital", "uppercase", "upper case"), lambda x: x.upper()),
     (("add one", "plus one", "increment"),
      lambda x: _fmt(_numbers(x)[0] + 1) if _numbers(x) else None),
@@ -135,6 +141,30 @@ def follow(instruction: str, input_text: str) -> str:
                 out = None
             if out is not None:
                 return out
+    return input_text.strip()
+
+
+def apply(op: str, input_text: str) -> str | None:
+    """Operation ``op`` (one of its keywords) applied to ``input_text``."""
+    for keywords, fn in OPERATIONS:
+        if op in keywords:
+            try:
+                return fn(input_text)
+            except (ValueError, IndexError):
+                return None
+    return None
+
+
+def follow_hard(instruction: str, input_text: str) -> str:
+    """The ``hard`` landscape's answer: right iff the landscape says so, else the input."""
+    parsed = landscape.parse(instruction)
+    if parsed is None:
+        return follow(instruction, input_text)
+    op, idx = parsed
+    if idx[0] < 4 and landscape.margin(op, idx, input_text) > 0:
+        out = apply(op, input_text)
+        if out is not None:
+            return out
     return input_text.strip()
 
 
@@ -269,10 +299,13 @@ class Simulator:
                 st.injected_malformed += 1
                 return web.Response(status=200, text='{"id": "x", "choices": [', content_type="application/json")
             instruction, input_text = parse_prompt(prompt)
-            answer = follow(instruction, input_text)
-            digest = hashlib.sha256(f"{c.seed}|{instruction}|{input_text}".encode()).digest()
-            if digest[0] / 256.0 < c.noise:
-                answer = input_text.strip()
+            if c.landscape == "hard":
+                answer = follow_hard(instruction, input_text)
+            else:
+                answer = follow(instruction, input_text)
+                digest = hashlib.sha256(f"{c.seed}|{instruction}|{input_text}".encode()).digest()
+                if digest[0] / 256.0 < c.noise:
+                    answer = input_text.strip()
             text = " " + answer
             c_tokens = min(max_tokens, count_tokens(text))
             st.ok += 1
@@ -365,11 +398,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[SimConfig, str, int]:
     p.add_argument("--model", action="append", dest="models")
     p.add_argument("--api-key", help="require this bearer key (401 otherwise)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--landscape", choices=("classic", "hard"), default="classic",
+                   help="hard: answer the sim-hard generator's instructions (quality benchmark)")
     a = p.parse_args(argv)
     cfg = SimConfig(models=tuple(a.models or ["sim-model"]), api_key=a.api_key, rpm=a.rpm,
                     tpm=a.tpm, latency_ms=a.latency_ms, fail_429=a.fail_429, fail_500=a.fail_500,
                     timeout=a.timeout, malformed=a.malformed, hang_s=a.hang_s,
-                    retry_after_s=a.retry_after_s, noise=a.noise, seed=a.seed)
+                    retry_after_s=a.retry_after_s, noise=a.noise, seed=a.seed,
+                    landscape=a.landscape)
     return cfg, a.host, a.port
 
 
