@@ -30,6 +30,17 @@ def test_yaml_and_dotted_overrides(tmp_path):
     assert cfg.evaluator.stop == ("\n", "END")
 
 
+def test_strategy_candidate_cap_and_reference_instructions():
+    cfg = config_from_dict({}, ["strategy=ape", "bo.budget=30",
+                                ("tasks.reference_instructions={antonyms: 'Write the opposite, "
+                                "please.'}")])
+    assert cfg.strategy == "ape" and cfg.bo.candidate_cap == 150  # 5 x budget by default
+    # free text is never split at commas: one string is one instruction
+    assert cfg.tasks.reference_instructions == {"antonyms": ["Write the opposite, please."]}
+    assert config_from_dict({}, ["bo.budget=30", "bo.max_candidates=40"]).bo.candidate_cap == 40
+    assert config_from_dict({}, []).strategy == "instructzero"
+
+
 def test_comma_separated_names_and_null():
     cfg = config_from_dict({}, ["tasks.names=a,b", "tasks.n_test=null"])
     assert cfg.tasks.names == ("a", "b") and cfg.tasks.n_test is None
@@ -53,6 +64,13 @@ def test_comma_separated_names_and_null():
         (["bo=3"], "bo: expected a mapping of keys (got 3)"),
         (["seed=true"], "seed: expected an integer (got True)"),
         (["justakey"], "expected key=value with a dotted key"),
+        (["strategy=random"], "strategy: must be one of instructzero, uniform, ape (got 'random')"),
+        (["bo.budget=20", "bo.max_candidates=10"],
+         "bo.max_candidates: must be >= bo.budget (20) or null (got 10)"),
+        (["tasks.reference_instructions={a: ['  ']}"],
+         "tasks.reference_instructions.a: instructions must not be empty"),
+        (["tasks.reference_instructions={a: [x, x]}"], "tasks.reference_instructions.a: instructions repeat"),
+        (["tasks.reference_instructions=[x]"], "tasks.reference_instructions: expected a mapping"),
     ],
 )
 def test_bad_values_name_field_and_value(overrides, needle):

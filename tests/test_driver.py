@@ -169,3 +169,42 @@ def test_the_error_that_ends_a_session_is_in_the_run_log(ray_local, simulator, t
     assert " INFO resumed " in log_lines[-2]
     assert log_lines[-1].endswith(
         " ERROR run stopped: RunStateError: disk full while writing state/plural.json")
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "ape"])
+def test_baseline_strategies_run_through_the_same_driver(ray_local, simulator, tmp_path, strategy):
+    sim = simulator(latency_ms=(1, 3))
+    out = tmp_path / "run"
+    refs = "tasks.reference_instructions={plural: [Write the plural form., Repeat the word.]}"
+    assert run_config(sim_config(sim, f"strategy={strategy}", refs), out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["strategy"] == strategy
+    history = read_history(out)
+    for name, r in summary["tasks"].items():
+        assert r["strategy"] == strategy and r["finished"] and r["queries"] == 12
+        lines = [h for h in history if h["task"] == name]
+        if strategy == "ape":
+            assert all(h["z"] is None and len(h["exemplars"]) == 5 for h in lines)
+        else:
+            assert all(len(h["z"]) == 10 for h in lines)
+    refs_out = {x["instruction"]: x for x in summary["tasks"]["plural"]["references"]}
+    assert refs_out["Write the plural form."]["test_score"] >= 0.8  # the simulator follows it
+    assert refs_out["Repeat the word."]["dev_score"] <= 0.2
+    assert summary["tasks"]["larger_number"]["references"] == []
+    # Reference calls are paid (and counted) but are no queries.
+    assert sim.stats.requests == summary["usage"]["api_calls"]
+    assert summary["tasks"]["plural"]["prompts"] == 20 * 12 + 10 + 2 * (20 + 10)
+
+
+def test_sim_hard_landscape_end_to_end(ray_local, simulator, tmp_path):
+    sim = simulator(landscape="hard", noise=0.0)
+    out = tmp_path / "run"
+    cfg = sim_config(sim, "generator.model=sim-hard", "generator.max_new_tokens=8",
+                     "tasks.names=[last_item]", "bo.budget=16", "bo.n_init=8")
+    assert run_config(cfg, out) == 0
+    history = read_history(out)
+    from izray.testing.landscape import parse
+
+    assert all(parse(h["instruction"]) or h["instruction"].startswith(("Answer", "Respond"))
+               for h in history)
+    assert len({h["dev_score"] for h in history}) > 3  # scores spread over the box

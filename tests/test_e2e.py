@@ -51,3 +51,39 @@ def test_run_on_shared_tasks_with_real_engines(tmp_path, ii_data_dir, small_mode
     assert (out / "state" / "bigger_beast.projection.npz").is_file()
     assert "best instruction:" in proc.stdout
     assert "bigger_beast" in proc.stdout
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "ape"])
+def test_baseline_strategies_with_real_engines(tmp_path, ii_data_dir, strategy):
+    """`--set strategy=uniform|ape` end to end on the real engines, on task data izray has
+    never seen, with a reference instruction scored beside the search."""
+    data = tmp_path / "data"
+    for split in ("induce", "execute"):
+        (data / split).mkdir(parents=True)
+        shutil.copy(ii_data_dir / split / "larger_animal.json", data / split / "bigger_beast.json")
+    out = tmp_path / "run"
+    ref = "Write the larger of the two animals."
+    proc = izray("run", "--data-dir", str(data), "--tasks", "bigger_beast", "--out", str(out),
+                 "--set", f"strategy={strategy}", "--set", "bo.budget=4", "--set", "bo.n_init=4",
+                 "--set", "bo.batch_size=2", "--set", "bo.max_candidates=20",
+                 "--set", "tasks.n_dev=5", "--set", "tasks.n_test=5",
+                 "--set", "generator.max_new_tokens=24",
+                 "--set", f"tasks.reference_instructions={{bigger_beast: [{ref}]}}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["strategy"] == strategy
+    r = summary["tasks"]["bigger_beast"]
+    assert r["strategy"] == strategy and r["finished"]
+    assert r["queries"] == 4 and r["candidates"] >= 4
+    assert 0.0 <= r["test_score"] <= 1.0
+    assert r["references"][0]["instruction"] == ref
+    assert 0.0 <= r["references"][0]["dev_score"] <= 1.0
+    assert 0.0 <= r["references"][0]["test_score"] <= 1.0
+    history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert len(history) == r["candidates"]
+    assert len({h["instruction"] for h in history if h["query"]}) == 4
+    if strategy == "ape":
+        assert all(h["z"] is None and len(h["exemplars"]) == 5 for h in history)
+    else:
+        assert all(len(h["z"]) == 10 and "exemplars" not in h for h in history)
+    assert "yours " in proc.stdout and "-> izray" in proc.stdout

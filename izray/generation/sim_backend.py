@@ -78,6 +78,9 @@ _OPS = {
     "reverse": lambda x: x.strip()[::-1],
     "add one": lambda x: str(int(x) + 1) if x.strip().isdigit() else "",
 }
+#: Box dimension and projection seed of the features of requests without a soft prompt.
+_APE_DIM = 10
+_APE_SEED = 7
 #: ``generator.model`` of the simulated backend that selects the hard landscape.
 HARD_MODEL = "sim-hard"
 
@@ -139,10 +142,16 @@ class SimulatedGenerator(Generator):
 
     def _linear(self, soft: np.ndarray | None, k: int, seed: int | None, text: str) -> np.ndarray:
         """``k`` fixed random linear features of the soft prompt, each ~N(0, 1) for random
-        soft prompts; without one (APE), drawn from the request's seed and text."""
+        soft prompts. Without one (APE), the features of a random point of the box under a
+        fixed projection of the same variance, drawn from the request's seed and text: in this
+        simulation APE samples from the instructions random soft prompts give."""
         if soft is None:
             key = hashlib.sha256(f"{seed}|{text}".encode()).digest()
-            return np.random.default_rng(int.from_bytes(key[:8], "little")).standard_normal(k)
+            rng = np.random.default_rng(int.from_bytes(key[:8], "little"))
+            z = rng.uniform(-1.0, 1.0, _APE_DIM)
+            b = np.random.default_rng(_APE_SEED).standard_normal((k, _APE_DIM))
+            b *= np.sqrt(3.0) / np.linalg.norm(b, axis=1, keepdims=True)  # Var(b . z) = 1
+            return b @ z
         flat = np.asarray(soft, dtype=np.float64).reshape(-1)
         if self._w is None or self._w.shape != (k, flat.shape[0]):
             self._w = self._rng.standard_normal((k, flat.shape[0])) / np.sqrt(flat.shape[0])
