@@ -49,11 +49,15 @@ from _common import SimulatorProcess, machine
 from izray.analysis import best_so_far, markdown_table, plot_curves, read_run, summarize
 from izray.search import STRATEGIES
 
-#: Shared Instruction Induction tasks on which the embedded pair's dev scores vary across
-#: random soft prompts (``--screen``, recorded in benchmarks/README.md); a flat task
-#: measures nothing.
-REAL_TASKS = ("larger_animal", "first_word_letter", "antonyms", "sentiment", "letters_list",
-              "singular_to_plural")
+#: The shared Instruction Induction tasks on which the embedded pair's dev scores vary at all
+#: across random soft prompts (``--screen``, 2026-12-01: these 6 of 24; every candidate of
+#: the other 18 scored 0). A flat task measures nothing.
+REAL_TASKS = ("cause_and_effect", "rhymes", "informal_to_formal", "translation_en-de",
+              "larger_animal", "translation_en-fr")
+#: ``--screen``: uniform soft prompts, small budget, every task of the data directory.
+SCREEN = {"seed": 100, "budget": 10,
+          "sets": ["tasks.n_dev=10", "tasks.n_test=10", "bo.n_init=10", "bo.batch_size=4",
+                   "generator.max_new_tokens=48"]}
 SIM_TASKS = ("plural", "first_letter", "larger_number", "smaller_number", "last_item",
              "first_item", "reverse_word", "add_one")
 
@@ -91,6 +95,8 @@ def default_data_dir() -> str | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--quick", action="store_true", help="the same measurement, small")
+    p.add_argument("--screen", action="store_true",
+                   help="which tasks vary at all: uniform soft prompts on every task, budget 10")
     p.add_argument("--config", help="izray config of the generator / black box to compare on")
     p.add_argument("--data-dir", help="task data (default: $IZRAY_DATA_DIR or ../shared)")
     p.add_argument("--tasks", help="comma-separated tasks (default: per landscape)")
@@ -114,11 +120,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.budget = args.budget or preset["budget"]
     args.preset_sets = list(preset["sets"])
     name = f"quality-{args.landscape}{'-quick' if args.quick else ''}"
+    if args.screen:
+        name = f"quality-screen-{args.landscape}"
+        args.strategy_list, args.seeds, args.budget = ["uniform"], 1, SCREEN["budget"]
+        args.preset_sets = list(SCREEN["sets"])
     args.out = Path(args.out or ROOT / "benchmarks" / "results" / name)
     args.work = Path(args.work or ROOT / "runs" / name)
     if args.landscape == "real" and args.data_dir is None:
         args.data_dir = default_data_dir()
     return args
+
+
+def screen(args: argparse.Namespace, extra: list[str]) -> int:
+    """Run ``uniform`` on every task once and report how much its dev scores vary."""
+    import numpy as np
+
+    from izray.tasks import list_tasks
+
+    if not args.tasks:
+        args.task_list = [t.name for t in list_tasks(args.data_dir) if t.kind != "builtin"]
+    path = run_one(args, "uniform", SCREEN["seed"], extra)
+    _, history = read_run(path)
+    rows = []
+    for task in args.task_list:
+        mine = [h for h in history if h["task"] == task]
+        dev = np.array([h["dev_score"] for h in mine if h["query"] and h["dev_score"] is not None])
+        rows.append({"task": task, "queries": int(dev.size),
+                     "distinct": len({h["instruction"] for h in mine}),
+                     "mean_dev": float(dev.mean()) if dev.size else None,
+                     "sd_dev": float(dev.std()) if dev.size else None,
+                     "max_dev": float(dev.max()) if dev.size else None,
+                     "nonzero": int((dev > 0).sum()), "varies": bool(dev.size and dev.std() > 0)})
+    rows.sort(key=lambda r: -(r["sd_dev"] or 0))
+    (args.out / "screen.json").write_text(json.dumps(
+        {"rows": rows, "machine": machine(), "seed": SCREEN["seed"], "budget": args.budget,
+         "sets": [*args.preset_sets, *args.sets], "config": args.config}, indent=1) + "\n")
+    print("| task | queries | distinct | mean dev | sd dev | max dev | nonzero |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['queries']} | {r['distinct']} | {r['mean_dev']:.3f} | "
+              f"{r['sd_dev']:.3f} | {r['max_dev']:.2f} | {r['nonzero']} |")
+    print(f"varying tasks: {','.join(r['task'] for r in rows if r['varies'])}")
+    return 0
 
 
 def run_one(args: argparse.Namespace, strategy: str, seed: int, extra: list[str]) -> Path:
@@ -214,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.landscape == "sim":
         sim = SimulatorProcess("--landscape", "hard", "--noise", "0")
         extra = [*SIM_SETS, f"evaluator.base_url={sim.base_url}"]
+    if args.screen:
+        try:
+            return screen(args, extra)
+        finally:
+            if sim is not None:
+                sim.stop()
     print(f"quality: {len(args.strategy_list)} strategies x {args.seeds} seeds x "
           f"{len(args.task_list)} tasks, budget {args.budget}, landscape {args.landscape}; "
           f"runs in {args.work}", flush=True)
