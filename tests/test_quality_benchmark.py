@@ -28,7 +28,10 @@ def test_quality_quick_on_the_sim_landscape(tmp_path):
     for r in rows:
         assert set(r) >= {"strategy", "task", "seed", "dev_score", "test_score", "queries",
                           "candidates", "api_calls"}
-        assert r["queries"] == 40 and r["candidates"] >= 40 and 0 <= r["test_score"] <= 1
+        # the budget is spent, or the candidate cap (5 x budget) ended a search stuck on
+        # instructions it had scored (the paper's kernel does that: see benchmarks/README.md)
+        assert r["queries"] == 40 or r["candidates"] == 200, r
+        assert r["candidates"] >= r["queries"] and 0 <= r["test_score"] <= 1
     # The same cells for every strategy: same tasks and seeds.
     cells = {s: {(r["task"], r["seed"]) for r in rows if r["strategy"] == s} for s in strategies}
     assert cells["uniform"] == cells["ape"] == cells["instructzero"]
