@@ -178,7 +178,8 @@ def _f(x: Any, digits: int = 3) -> str:
 def plot_curves(curves: Mapping[str, Mapping[str, Sequence[np.ndarray]]], path: str | Path,
                 title: str) -> Path:
     """Best-so-far dev score against paid queries: one panel per task and one for the mean
-    over tasks; one line per strategy (mean over seeds), the band spans the seeds' min-max.
+    over tasks; one line per strategy (mean over seeds). In the task panels the band spans
+    the seeds' min-max; the mean panel has none (its spread would be the tasks' difficulty).
 
     Args:
         curves: ``{task: {strategy: [curve per seed]}}``.
@@ -210,7 +211,7 @@ def plot_curves(curves: Mapping[str, Mapping[str, Sequence[np.ndarray]]], path: 
                 continue
             x = np.arange(1, stack.shape[1] + 1)
             ax.plot(x, np.nanmean(stack, axis=0), color=colors[s], label=s)
-            if stack.shape[0] > 1:
+            if stack.shape[0] > 1 and panel != "mean over tasks":
                 ax.fill_between(x, np.nanmin(stack, axis=0), np.nanmax(stack, axis=0),
                                 color=colors[s], alpha=0.15, linewidth=0)
         ax.set_title(panel, fontsize=9)
