@@ -188,8 +188,10 @@ def test_baseline_strategies_run_through_the_same_driver(ray_local, simulator, t
         else:
             assert all(len(h["z"]) == 10 for h in lines)
     refs_out = {x["instruction"]: x for x in summary["tasks"]["plural"]["references"]}
-    assert refs_out["Write the plural form."]["test_score"] >= 0.8  # the simulator follows it
-    assert refs_out["Repeat the word."]["dev_score"] <= 0.2
+    good, bad = refs_out["Write the plural form."], refs_out["Repeat the word."]
+    # The simulator follows the good one (with its noise on 10 test items) and not the bad one.
+    assert good["test_score"] >= 0.6 and good["dev_score"] >= 0.6
+    assert bad["dev_score"] <= 0.2 and bad["test_score"] <= 0.2
     assert summary["tasks"]["larger_number"]["references"] == []
     # Reference calls are paid (and counted) but are no queries.
     assert sim.stats.requests == summary["usage"]["api_calls"]

@@ -39,7 +39,7 @@ def test_embedding_table_matches_the_models_input_embeddings(hf, small_model):
 
 def test_hf_embeddings_path_equals_text_path(hf):
     empty = np.zeros((0, 640), dtype=np.float32)
-    via_embeds = hf._generate_embeds([hf.assembler.assemble(empty, TEXT)])[0]
+    via_embeds = hf._generate_embeds([hf.assembler.assemble(empty, TEXT)], [(0.0, None)])[0]
     ids = hf.tokenizer(TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         out = hf.model.generate(ids, max_new_tokens=12, do_sample=False)
