@@ -5,11 +5,14 @@ Usage::
     .venv/bin/python benchmarks/quality.py [--quick] [--config FILE] [--data-dir DIR]
         [--tasks a,b] [--strategies instructzero,uniform,ape] [--seeds N] [--budget N]
         [--landscape real|sim] [--out DIR] [--work DIR] [--set KEY=VALUE ...]
+        [--variant "LABEL=STRATEGY KEY=VALUE ..." ...] [--reference LABEL]
 
 Every strategy x seed is one ``izray run`` (all tasks of the run at once) through the real
 command line, in its own process; all runs share one response cache, so an instruction two
 strategies both find is paid once. Same tasks, splits, exemplars, dev and test sets, black box
-and budget for all strategies; only ``strategy`` differs.
+and budget for all strategies; only ``strategy`` differs. ``--variant`` adds an arm that is
+a strategy with its own overrides (an ablation: ``--variant "iz-paper=instructzero
+bo.surrogate=ic"``); arms are compared with ``--reference`` (default ``instructzero``).
 
 * ``--landscape real`` (default): the embedded models on this machine (Gemma 3 270M writes
   instructions on vLLM's CPU engine and answers them through the embedded vLLM server), or
@@ -108,6 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", help="where the run directories go")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every run (repeatable)")
+    p.add_argument("--variant", action="append", default=[], metavar="'LABEL=STRATEGY K=V ...'",
+                   help="an extra arm: a strategy with its own overrides (repeatable)")
+    p.add_argument("--reference", default="instructzero",
+                   help="the arm the others are compared with (default instructzero)")
     args = p.parse_args(argv)
     preset = PRESETS[args.landscape]["quick" if args.quick else "full"]
     args.task_list = [t.strip() for t in args.tasks.split(",")] if args.tasks else list(
@@ -116,6 +123,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.strategy_list) - set(STRATEGIES)
     if unknown:
         p.error(f"unknown strategies {sorted(unknown)}; choose from {', '.join(STRATEGIES)}")
+    args.arms = {s: (s, []) for s in args.strategy_list}
+    for spec in args.variant:
+        head, *sets = spec.split()
+        label, _, strategy = head.partition("=")
+        if not label or strategy not in STRATEGIES or label in args.arms:
+            p.error(f"--variant {spec!r}: give 'LABEL=STRATEGY KEY=VALUE ...' with a new label "
+                    f"and a strategy from {', '.join(STRATEGIES)}")
+        if any("=" not in x for x in sets):
+            p.error(f"--variant {spec!r}: overrides are KEY=VALUE")
+        args.arms[label] = (strategy, sets)
+    args.strategy_list = list(args.arms)
+    if args.reference not in args.arms:
+        p.error(f"--reference {args.reference!r} is not an arm; arms: {', '.join(args.arms)}")
     args.seeds = args.seeds or preset["seeds"]
     args.budget = args.budget or preset["budget"]
     args.preset_sets = list(preset["sets"])
@@ -164,15 +184,17 @@ def screen(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def run_one(args: argparse.Namespace, strategy: str, seed: int, extra: list[str]) -> Path:
-    """One ``izray run`` of every task with ``strategy`` and ``seed`` (continued if present)."""
-    out = args.work / "runs" / f"{strategy}-seed{seed}"
+def run_one(args: argparse.Namespace, label: str, seed: int, extra: list[str]) -> Path:
+    """One ``izray run`` of every task for arm ``label`` and ``seed`` (continued if present)."""
+    strategy, arm_sets = getattr(args, "arms", {}).get(label, (label, []))
+    out = args.work / "runs" / f"{label}-seed{seed}"
     if (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
         if all(t.get("finished") for t in summary["tasks"].values()):
             print(f"  {out.name}: done before, kept", flush=True)
             return out
-    sets = [*args.preset_sets, *extra, *args.sets, f"strategy={strategy}", f"seed={seed}",
+    sets = [*args.preset_sets, *extra, *args.sets, *arm_sets, f"strategy={strategy}",
+            f"seed={seed}",
             f"bo.budget={args.budget}", f"evaluator.cache_path={args.work / 'cache.sqlite'}"]
     cmd = [sys.executable, "-m", "izray.cli", "run", *([args.config] if args.config else []),
            "--out", str(out), "--tasks", ",".join(args.task_list)]
@@ -180,7 +202,7 @@ def run_one(args: argparse.Namespace, strategy: str, seed: int, extra: list[str]
         cmd += ["--data-dir", str(args.data_dir)]
     for s in sets:
         cmd += ["--set", s]
-    log = args.work / "logs" / f"{strategy}-seed{seed}.log"
+    log = args.work / "logs" / f"{label}-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -189,7 +211,7 @@ def run_one(args: argparse.Namespace, strategy: str, seed: int, extra: list[str]
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
     if proc.returncode != 0:
         tail = log.read_text().strip().splitlines()[-3:]
-        raise SystemExit(f"izray run failed for {strategy} seed {seed} (exit "
+        raise SystemExit(f"izray run failed for {label} seed {seed} (exit "
                          f"{proc.returncode}); see {log}:\n" + "\n".join(tail))
     print(f"  {out.name}: {time.monotonic() - t0:.0f} s", flush=True)
     return out
@@ -274,10 +296,12 @@ def main(argv: list[str] | None = None) -> int:
             sim.stop()
     rows, curves = collect(args, dirs)
     flat = {s: [c for t in curves for c in curves[t][s]] for s in args.strategy_list}
-    summary = summarize(rows, flat, args.strategy_list)
+    summary = summarize(rows, flat, args.strategy_list, reference=args.reference)
     result = {"rows": rows, "summary": summary, "machine": machine(), "landscape": args.landscape,
               "tasks": args.task_list, "seeds": args.seeds, "budget": args.budget,
               "strategies": args.strategy_list, "sets": [*args.preset_sets, *args.sets],
+              "arms": {k: {"strategy": v[0], "sets": v[1]} for k, v in args.arms.items()},
+              "reference": args.reference,
               "config": args.config, "quick": args.quick,
               "wall_s": round(time.monotonic() - t0, 1)}
     if args.landscape == "sim":
@@ -289,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     md = [f"# quality ({args.landscape} landscape{', quick' if args.quick else ''})", "",
           (f"{len(args.task_list)} tasks x {args.seeds} seeds, budget {args.budget} paid "
            f"queries; {result['machine']['date']}; wall {result['wall_s']:.0f} s"), "",
-          markdown_table(summary), "", "Per task (mean test over seeds):", "",
+          markdown_table(summary, reference=args.reference), "",
+          *[f"- `{k}`: strategy `{v[0]}`" + (f", `{' '.join(v[1])}`" if v[1] else "")
+            for k, v in args.arms.items()], "", "Per task (mean test over seeds):", "",
           "| task | " + " | ".join(args.strategy_list) + " |",
           "|---|" + "---|" * len(args.strategy_list)]
     for t in args.task_list:

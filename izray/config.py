@@ -248,6 +248,18 @@ class BOConfig:
         raw_samples: Raw samples for the restart heuristic.
         maxiter: L-BFGS iterations per restart.
         num_cpus: Logical CPUs reserved by one proposal task.
+        surrogate: GP surrogate: ``ic_residual`` (instruction-coupled kernel plus a Nystrom
+            residual that keeps its uncertainty calibrated), ``ic`` (the paper's kernel) or
+            ``matern`` (plain GP on the soft-prompt point).
+        residual: Residual weight of ``ic_residual`` in standardized score units.
+        incumbent_samples: Perturbed-incumbent q-batches scored beside ``raw_samples`` when
+            picking the acquisition restarts (0: random starts only).
+        racing: Share of the dev set a new instruction is scored on first; it stops there
+            when it cannot beat the best so far at confidence ``1 - racing_delta``
+            (:mod:`izray.racing`). 0 turns racing off.
+        racing_delta: Miss probability of the racing bound, in (0, 1).
+        rescore_top_k: Before the test, re-score the top-k distinct instructions on up to
+            ``tasks.n_dev`` more examples and test the best over both (0: off).
     """
 
     budget: int = C.BO_BUDGET
@@ -258,8 +270,21 @@ class BOConfig:
     raw_samples: int = 128
     maxiter: int = 50
     num_cpus: float = 1.0
+    surrogate: Literal["ic_residual", "ic", "matern"] = C.BO_SURROGATE
+    residual: float = C.BO_RESIDUAL
+    incumbent_samples: int = C.BO_INCUMBENT_SAMPLES
+    racing: float = C.BO_RACING
+    racing_delta: float = C.BO_RACING_DELTA
+    rescore_top_k: int = C.BO_RESCORE_TOP_K
 
     def __post_init__(self) -> None:
+        _check(self.rescore_top_k >= 0, "bo.rescore_top_k", "must be >= 0", self.rescore_top_k)
+        _check(0 <= self.racing < 1, "bo.racing", "must be in [0, 1)", self.racing)
+        _check(0 < self.racing_delta < 1, "bo.racing_delta", "must be in (0, 1)",
+               self.racing_delta)
+        _check(self.residual >= 0, "bo.residual", "must be >= 0", self.residual)
+        _check(self.incumbent_samples >= 0, "bo.incumbent_samples", "must be >= 0",
+               self.incumbent_samples)
         _check(self.budget >= 1, "bo.budget", "must be >= 1", self.budget)
         _check(self.max_candidates is None or self.max_candidates >= self.budget,
                "bo.max_candidates", f"must be >= bo.budget ({self.budget}) or null",

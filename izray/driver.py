@@ -106,7 +106,9 @@ class Driver:
         self.template = template_for(cfg.evaluator)
         self.handlers: dict[ray.ObjectRef, Callable[[ray.ObjectRef], None]] = {}
         self.settings = ProposalSettings(num_restarts=cfg.bo.num_restarts,
-                                         raw_samples=cfg.bo.raw_samples, maxiter=cfg.bo.maxiter)
+                                         raw_samples=cfg.bo.raw_samples, maxiter=cfg.bo.maxiter,
+                                         surrogate=cfg.bo.surrogate, residual=cfg.bo.residual,
+                                         incumbent_samples=cfg.bo.incumbent_samples)
         self.runs: dict[str, TaskRun] = {}
         refs = cfg.tasks.reference_instructions
         for task, splits in tasks:
@@ -116,7 +118,9 @@ class Driver:
                 task, splits, make_task_searcher(cfg, task, splits, self.settings),
                 budget=cfg.bo.budget, render=self.template.render, cue=cfg.generator.cue,
                 out=out, elapsed=lambda: self.clock() - self.t0, clock=clock, prior=prior,
-                references=[Reference(text) for text in refs.get(task.name, [])])
+                references=[Reference(text) for text in refs.get(task.name, [])],
+                racing=cfg.bo.racing, racing_delta=cfg.bo.racing_delta,
+                rescore_top_k=cfg.bo.rescore_top_k)
         unknown = sorted(set(refs) - set(self.runs))
         if unknown:
             log.warning("tasks.reference_instructions names %s, which this run does not "

@@ -15,6 +15,17 @@ has scored is still an observation for the searcher, costs no query, and is coun
 finite. Room for new candidates is ``budget - queries - pending``, so even if every pending
 candidate turns out new, the budget holds.
 
+**Racing** (``bo.racing > 0``): a new instruction is scored on a first slice of the dev set
+and stopped there when it cannot beat the incumbent (:mod:`izray.racing`); it still counts as
+a query, its missing per-example scores are imputed, and history records ``dev_examples``.
+
+**Re-scoring** (``bo.rescore_top_k > 0``): picking the best of ~150 by a 20-example dev
+score overfits the dev set. Before the test, the top-k distinct instructions are scored on
+up to ``n_dev`` more examples (the exemplar pool minus the exemplars, never dev or test) and
+the best mean over dev + those examples is tested. Its calls are paid, counted and capped like
+any other (they are reserved together with the test's); ``selection`` in the state and
+summary shows the scores.
+
 **Reference instructions** (``tasks.reference_instructions``) are scored on dev and test when
 the task starts and reported beside the best found; they are paid calls but never queries.
 
@@ -31,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from izray import racing as race
 from izray.costs import largest, scaled
 from izray.costs import total as sum_usage
 from izray.errors import RunStateError
@@ -100,6 +112,9 @@ class TaskRun:
         clock: Monotonic clock for wall times.
         prior: Estimate of one dev evaluation's spend before any was seen.
         references: Reference instructions of this task.
+        racing: First dev slice as a share of the dev set (``bo.racing``; 0: off).
+        racing_delta: Confidence of the racing bound (``bo.racing_delta``).
+        rescore_top_k: Candidates re-scored on extra examples before the test (0: off).
     """
 
     task: Task
@@ -113,11 +128,16 @@ class TaskRun:
     clock: Callable[[], float]
     prior: Usage = field(default_factory=Usage)
     references: list[Reference] = field(default_factory=list)
+    racing: float = 0.0
+    racing_delta: float = 0.1
+    rescore_top_k: int = 0
     ports: Ports | None = None
     projection: SoftPromptProjection | None = None
     # --- progress
     records: list[dict] = field(default_factory=list)
     scores: dict[str, tuple[float, list[float]]] = field(default_factory=dict)
+    raced: dict[str, int] = field(default_factory=dict)  # stopped early: dev examples scored
+    selection: dict[str, Any] | None = None  # re-scoring of the top candidates
     waiting: dict[str, list[Candidate]] = field(default_factory=dict)
     candidates: dict[int, Candidate] = field(default_factory=dict)  # issued, not yet told
     queries: int = 0
@@ -187,6 +207,7 @@ class TaskRun:
                 "finished": self.finished, "stopped": self.stopped, "exhausted": self.exhausted,
                 "wall_s": self.wall(),
                 "eval_max": None if self.eval_max is None else asdict(self.eval_max),
+                "raced": self.raced, "selection": self.selection,
                 "references": [asdict(r) for r in self.references]}
 
     def restore(self, state: dict[str, Any], path: str) -> None:
@@ -207,6 +228,10 @@ class TaskRun:
         self.stopped = state.get("stopped")
         self.exhausted = state.get("exhausted")
         self.wall_before = float(state.get("wall_s", 0.0))
+        self.raced = {str(k): int(v) for k, v in state.get("raced", {}).items()}
+        selection = state.get("selection")
+        # Re-scoring that was in flight is redone (the response cache answers what was paid).
+        self.selection = selection if selection and selection.get("done") else None
         if state.get("eval_max"):
             self.eval_max = Usage(**state["eval_max"])
         saved = {r["instruction"]: r for r in state.get("references", [])}
@@ -274,7 +299,7 @@ class TaskRun:
                                   f"{self.queries} of {self.budget} queries (the other "
                                   "candidates decoded to instructions already scored)")
                 log.warning("[%s] %s; the search ends early", self.name, self.exhausted)
-            if not self.test_started:
+            if not self.test_started and not self._rescoring(guard):
                 self._start_test(guard)
             return
         if self.stopped is not None or room <= 0:
@@ -351,14 +376,43 @@ class TaskRun:
             self.waiting[instruction].append(cand)
             return
         self.waiting[instruction] = [cand]
-        self._ask(self._prompts(instruction, self.splits.dev),
+        dev = self.splits.dev
+        best = self.searcher.best()
+        k = race.first_slice(self.n_dev, self.racing) if best is not None else 0
+        if k:
+            self._ask(self._prompts(instruction, dev[:k]),
+                      lambda a, u, e: self._on_slice(instruction, k, a, u, e))
+            return
+        self._ask(self._prompts(instruction, dev),
                   lambda answers, usage, error: self._on_dev_scored(instruction, answers, usage,
                                                                     error))
 
+    def _on_slice(self, instruction: str, k: int, answers: list, usage: Usage,
+                  error: str | None) -> None:
+        """The first dev slice of a raced candidate: stop it, or score the rest."""
+        if error is not None:
+            self._on_dev_scored(instruction, [], usage, error)
+            return
+        head = self._score(answers, self.splits.dev[:k])
+        best = self.searcher.best()
+        if race.stop_early(head, self.n_dev, best.score if best else None, self.racing_delta):
+            self._on_dev_scored(instruction, answers, usage, None,
+                                per_example=race.impute(head, self.n_dev), dev_examples=k)
+            return
+
+        def rest(answers2: list, usage2: Usage, error2: str | None) -> None:
+            both = Usage()
+            both.add(usage)
+            both.add(usage2)
+            self._on_dev_scored(instruction, answers + list(answers2 or []), both, error2)
+
+        self._ask(self._prompts(instruction, self.splits.dev[k:]), rest)
+
     def _on_dev_scored(self, instruction: str, answers: list, usage: Usage,
-                       error: str | None) -> None:
+                       error: str | None, *, per_example: list[float] | None = None,
+                       dev_examples: int | None = None) -> None:
         self.usage.add(usage)
-        if usage.calls:
+        if usage.calls and dev_examples is None:  # a full dev evaluation: the spend estimate
             self.eval_max = largest(self.eval_max, usage)
         first, *rest = self.waiting.pop(instruction)
         if error is not None:
@@ -368,7 +422,13 @@ class TaskRun:
             for cand in rest:
                 self._tell(cand, instruction, query=False, cached=False, calls=0, error=error)
             return
-        per_example = self._score(answers, self.splits.dev)
+        if per_example is None:
+            per_example = self._score(answers, self.splits.dev)
+        else:
+            self.raced[instruction] = dev_examples
+            log.info("[%s] stopped after %d of %d dev examples (%.3f; cannot beat %.3f)",
+                     self.name, dev_examples, self.n_dev, float(np.mean(per_example)),
+                     self.searcher.best().score)
         self.scores[instruction] = (float(np.mean(per_example)), per_example)
         self._tell(first, instruction, query=True, cached=usage.calls == 0, calls=usage.calls)
         for cand in rest:
@@ -396,6 +456,8 @@ class TaskRun:
                   "api_calls": calls, "t": round(self.elapsed(), 3)}
         if cand.exemplars is not None:
             record["exemplars"] = list(cand.exemplars)
+        if query and instruction in self.raced:
+            record["dev_examples"] = self.raced[instruction]
         if error is not None:
             record["error"] = error
         self.records.append(record)
@@ -442,8 +504,82 @@ class TaskRun:
 
     # ---------------------------------------------------------------- test split
 
-    def _start_test(self, guard) -> None:
+    @property
+    def extra_examples(self) -> tuple[Example, ...]:
+        """Examples for re-scoring: the exemplar pool minus the exemplars, at most ``n_dev``."""
+        n = len(self.splits.exemplars) if self.splits.train else len(self.splits.exemplar_pool)
+        return self.splits.exemplar_pool[n:n + self.n_dev]
+
+    def winner(self):
+        """The instruction to test: the re-scoring's pick if there was one, else the best dev."""
         best = self.searcher.best()
+        pick = (self.selection or {}).get("winner")
+        if pick is None or best is None:
+            return best
+        return next((o for o in self.searcher.observations if o.instruction == pick), best)
+
+    def _top(self, k: int) -> list:
+        seen, out = set(), []
+        for o in sorted((o for o in self.searcher.observations if o.score is not None),
+                        key=lambda o: -o.score):
+            if o.instruction not in seen:
+                seen.add(o.instruction)
+                out.append(o)
+        return out[:k]
+
+    def _rescoring(self, guard) -> bool:
+        """Start or continue re-scoring the top candidates; True while it is in flight."""
+        if self.rescore_top_k <= 0 or self.stopped is not None:
+            return False
+        if self.selection is not None:
+            return not self.selection["done"]
+        extra, top = self.extra_examples, self._top(self.rescore_top_k)
+        if not extra or len(top) < 2:
+            self.selection = {"done": True, "rows": [], "winner": None,
+                              "note": "nothing to re-score" if extra else "no extra examples"}
+            return False
+        per_query = guard.per_query(self)
+        need = scaled(per_query, len(extra) * len(top) / max(1, self.n_dev))
+        both = sum_usage([need, guard.test_need(self)])
+        reason = guard.blocked(self, both, 0, inflight=True, what="re-scoring the top candidates")
+        if reason is not None:
+            log.warning("[%s] no re-scoring: %s", self.name, reason)
+            self.selection = {"done": True, "rows": [], "winner": None, "note": reason}
+            return False
+        self.reservations["rescore"] = need
+        self.selection = {"done": False, "n_extra": len(extra), "winner": None,
+                          "rows": [{"instruction": o.instruction, "dev_score": o.score,
+                                    "extra_score": None} for o in top]}
+        log.info("[%s] re-scoring the top %d instructions on %d more examples", self.name,
+                 len(top), len(extra))
+        for i, o in enumerate(top):
+            self._ask(self._prompts(o.instruction, extra),
+                      lambda a, u, e, i=i: self._on_rescored(i, a, u, e))
+        return True
+
+    def _on_rescored(self, i: int, answers: list, usage: Usage, error: str | None) -> None:
+        self.usage.add(usage)
+        sel = self.selection
+        row = sel["rows"][i]
+        if error is not None:
+            row["error"] = error
+        else:
+            row["extra_score"] = float(np.mean(self._score(answers, self.extra_examples)))
+            n_dev, n_extra = self.n_dev, sel["n_extra"]
+            row["combined"] = (row["dev_score"] * n_dev + row["extra_score"] * n_extra) / (
+                n_dev + n_extra)
+        if all(r["extra_score"] is not None or "error" in r for r in sel["rows"]):
+            sel["done"] = True
+            self.reservations.pop("rescore", None)
+            scored = [r for r in sel["rows"] if "combined" in r]
+            if scored:  # ties keep the better dev score (rows are in dev order)
+                sel["winner"] = max(scored, key=lambda r: r["combined"])["instruction"]
+                log.info("[%s] re-scored: %r wins (%.3f over dev + extra)", self.name,
+                         sel["winner"][:80], max(r["combined"] for r in scored))
+        self.save()
+
+    def _start_test(self, guard) -> None:
+        best = self.winner()
         if best is None or self.stopped is not None:
             self.test_started = True
             log.warning("[%s] %s; no test evaluation", self.name,
@@ -488,7 +624,7 @@ class TaskRun:
         self.finished = True
         self.wall_s = self.wall()
         self.save()
-        best = self.searcher.best()
+        best = self.winner()
         log.info("[%s] done: test=%s dev=%s  %r", self.name,
                  "n/a" if self.test_score is None else f"{self.test_score:.3f}",
                  "n/a" if best is None else f"{best.score:.3f}",
@@ -499,7 +635,7 @@ class TaskRun:
 
     def summary_row(self, usd_of: Callable[[Usage], float | None]) -> dict[str, Any]:
         """This task's entry in ``summary.json`` (see README "Outputs")."""
-        best = self.searcher.best()
+        best = self.winner()
         return {
             "strategy": self.searcher.strategy,
             "best_instruction": best.instruction if best else None,
@@ -516,6 +652,8 @@ class TaskRun:
             "finished": self.finished,
             "stopped": self.stopped or self.exhausted,
             "failed_queries": sum(1 for r in self.records if r.get("query") and "error" in r),
+            "raced_queries": len(self.raced),
+            "selection": self.selection,
             "metric": self.task.metric,
             "n_dev": self.n_dev,
             "n_test": self.n_test,

@@ -144,3 +144,44 @@ def test_rejects_bad_shapes() -> None:
         InstructionCoupledKernel(torch.rand(4, 2), torch.rand(3, 5))
     with pytest.raises(IzrayError):
         InstructionCoupledKernel(torch.rand(4, 2), torch.rand(4, 5), eps=0.0)
+
+
+def _reference_residual(a, b, z, s, rho):
+    """The residual term rho [k_Z(a, b) - k_Z(a, Z) (K_ZZ + eps I)^-1 k_Z(Z, b)], in numpy."""
+    a_mat = _matern52(z, z, LATENT_LS) + DEFAULT_EPS * np.eye(len(z))
+    nys = _matern52(a, z, LATENT_LS) @ np.linalg.solve(a_mat, _matern52(z, b, LATENT_LS))
+    return rho * (_matern52(a, b, LATENT_LS) - nys)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_residual_matches_numpy_formula_and_vanishes_at_the_data(training: bool) -> None:
+    z, s = _data(4)
+    k = _kernel(z, s, residual=2.5).train(training)
+    x = torch.rand(4, D, generator=torch.Generator().manual_seed(5), dtype=torch.double)
+    zn, sn, xn = z.numpy(), s.numpy(), x.numpy()
+    with torch.no_grad():
+        for a, b, an, bn in [(x, x, xn, xn), (x, z, xn, zn), (z, x, zn, xn), (z, z, zn, zn)]:
+            want = _reference(an, bn, zn, sn) + _reference_residual(an, bn, zn, sn, 2.5)
+            np.testing.assert_allclose(k(a, b).to_dense().numpy(), want, rtol=1e-6, atol=1e-8)
+            if a is b:
+                np.testing.assert_allclose(k(a, a, diag=True).numpy(), np.diag(want), atol=1e-8)
+        plain = _kernel(z, s)
+        # At the observed points the residual is ~0: the paper's kernel there.
+        torch.testing.assert_close(k(z, z, diag=True), plain(z, z, diag=True), atol=1e-3, rtol=0)
+        far = torch.full((1, D), 5.0, dtype=torch.double)  # far from every observed point
+        assert float(plain(far, far, diag=True)) < 1e-6
+        assert float(k(far, far, diag=True)) == pytest.approx(2.5, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_residual_kernel_is_positive_semidefinite(seed: int) -> None:
+    z, s = _data(seed, n=12)
+    k = _kernel(z, s, residual=3.0).eval()
+    x = torch.cat([torch.rand(30, D, generator=torch.Generator().manual_seed(seed),
+                              dtype=torch.double), z[:4]])
+    with torch.no_grad():
+        mat = k(x, x).to_dense()
+    assert torch.allclose(mat, mat.mT, atol=1e-12)
+    assert float(torch.linalg.eigvalsh(mat).min()) >= -1e-8
+    with pytest.raises(IzrayError, match="residual"):
+        InstructionCoupledKernel(z, s, residual=-1.0)

@@ -11,7 +11,7 @@ import izray.bo.proposal as proposal_module
 import izray.bo.surrogate as surrogate_module
 from izray.bo.proposal import ProposalSettings, deduplicate, propose, propose_detailed
 from izray.bo.surrogate import fit_surrogate, get_hyperparameters, set_hyperparameters
-from izray.errors import ConfigError
+from izray.errors import ConfigError, IzrayError
 
 D, M = 4, 6
 FAST = ProposalSettings(num_restarts=2, raw_samples=32, maxiter=20, fit_maxiter=30, mc_samples=32)
@@ -177,3 +177,56 @@ def test_settings_validation_and_round_trip() -> None:
         ProposalSettings(num_restarts=8, raw_samples=4)
     with pytest.raises(ConfigError):
         ProposalSettings.from_dict({"bogus": 1})
+
+
+def test_surrogate_kinds_and_their_uncertainty_away_from_the_data() -> None:
+    """The paper's kernel is near-certain far from the data (rank <= n); the residual and the
+    plain Matern GP are not. All three interpolate the observed scores."""
+    x, y, s = _problem(20, seed=3)
+    far = torch.rand(64, D, generator=torch.Generator().manual_seed(4), dtype=torch.double)
+    sd = {}
+    for kind in surrogate_module.SURROGATES:
+        model = fit_surrogate(x, y, s, seed=0, kind=kind, residual=3.0)
+        with torch.no_grad():
+            post = model.posterior(far)
+            fitted = model.posterior(x).mean.squeeze(-1)
+        sd[kind] = float(post.variance.sqrt().median()) / float(y.std())
+        assert float((fitted - y).abs().mean()) < 0.1, kind
+    assert sd["ic"] < 0.2 and sd["ic_residual"] > 2 * sd["ic"] and sd["matern"] > 2 * sd["ic"]
+    with pytest.raises(IzrayError, match="surrogate kind"):
+        fit_surrogate(x, y, s, seed=0, kind="rbf")
+
+
+def test_incumbent_batches_perturb_the_top_points() -> None:
+    x, y, _s = _problem(30, seed=5)
+    torch.manual_seed(0)
+    batches = proposal_module.incumbent_batches(x, y, q=3, count=50)
+    assert batches.shape == (50, 3, D)
+    assert float(batches.min()) >= 0.0 and float(batches.max()) <= 1.0
+    top = x[torch.argsort(y, descending=True)[:proposal_module.INCUMBENT_TOP]]
+    rand = torch.rand(150, D, generator=torch.Generator().manual_seed(1), dtype=torch.double)
+    near = torch.cdist(batches.reshape(-1, D), top).min(-1).values.median()
+    assert float(near) < 0.5 * float(torch.cdist(rand, top).min(-1).values.median())
+
+
+@pytest.mark.parametrize("incumbents", [0, 16])
+def test_proposal_with_incumbent_starts_is_valid_and_deterministic(incumbents: int) -> None:
+    x, y, s = _problem(15, seed=6)
+    settings = ProposalSettings(num_restarts=2, raw_samples=32, maxiter=20, fit_maxiter=30,
+                                mc_samples=32, incumbent_samples=incumbents)
+    a = propose(x, y, s, None, 3, seed=2, settings=settings)
+    b = propose(x, y, s, None, 3, seed=2, settings=settings)
+    assert a.shape == (3, D) and torch.equal(a, b)
+    assert float(a.min()) >= 0 and float(a.max()) <= 1 and _min_dist(a, x) > 0
+
+
+def test_settings_validate_surrogate_fields() -> None:
+    with pytest.raises(ConfigError, match="surrogate kind"):
+        ProposalSettings(surrogate="rbf")
+    with pytest.raises(ConfigError, match="residual"):
+        ProposalSettings(residual=-1.0)
+    with pytest.raises(ConfigError, match="incumbent_samples"):
+        ProposalSettings(incumbent_samples=-2)
+    old = {k: v for k, v in FAST.to_dict().items()
+           if k not in ("surrogate", "residual", "incumbent_samples")}
+    assert ProposalSettings.from_dict(old).surrogate == "ic_residual"  # states of older runs

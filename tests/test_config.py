@@ -41,6 +41,13 @@ def test_strategy_candidate_cap_and_reference_instructions():
     assert config_from_dict({}, []).strategy == "instructzero"
 
 
+def test_surrogate_settings_default_to_the_calibrated_model():
+    bo = RunConfig().bo
+    assert (bo.surrogate, bo.residual, bo.incumbent_samples) == ("ic_residual", 3.0, 128)
+    paper = config_from_dict({}, ["bo.surrogate=ic", "bo.incumbent_samples=0"]).bo
+    assert (paper.surrogate, paper.incumbent_samples) == ("ic", 0)
+
+
 def test_comma_separated_names_and_null():
     cfg = config_from_dict({}, ["tasks.names=a,b", "tasks.n_test=null"])
     assert cfg.tasks.names == ("a", "b") and cfg.tasks.n_test is None
@@ -65,6 +72,9 @@ def test_comma_separated_names_and_null():
         (["seed=true"], "seed: expected an integer (got True)"),
         (["justakey"], "expected key=value with a dotted key"),
         (["strategy=random"], "strategy: must be one of instructzero, uniform, ape (got 'random')"),
+        (["bo.surrogate=rbf"], "bo.surrogate: must be one of ic_residual, ic, matern (got 'rbf')"),
+        (["bo.residual=-1"], "bo.residual: must be >= 0 (got -1.0)"),
+        (["bo.incumbent_samples=-3"], "bo.incumbent_samples: must be >= 0 (got -3)"),
         (["bo.budget=20", "bo.max_candidates=10"],
          "bo.max_candidates: must be >= bo.budget (20) or null (got 10)"),
         (["tasks.reference_instructions={a: ['  ']}"],

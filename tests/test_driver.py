@@ -210,3 +210,36 @@ def test_sim_hard_landscape_end_to_end(ray_local, simulator, tmp_path):
     assert all(parse(h["instruction"]) or h["instruction"].startswith(("Answer", "Respond"))
                for h in history)
     assert len({h["dev_score"] for h in history}) > 3  # scores spread over the box
+
+
+@pytest.mark.parametrize("surrogate", ["ic", "matern"])
+def test_surrogate_settings_reach_the_proposals(ray_local, simulator, tmp_path, surrogate):
+    sim = simulator(latency_ms=(1, 3))
+    out = tmp_path / "run"
+    cfg = sim_config(sim, "tasks.names=[plural]", f"bo.surrogate={surrogate}",
+                     "bo.incumbent_samples=8", "bo.residual=1.5")
+    assert run_config(cfg, out) == 0
+    state = json.loads((out / "state" / "plural.json").read_text())
+    settings = state["searcher"]["config"]["settings"]
+    assert (settings["surrogate"], settings["incumbent_samples"], settings["residual"]) == (
+        surrogate, 8, 1.5)
+    hp = state["searcher"]["hyperparameters"]  # the model that was fitted is of that kind
+    assert any("score_kernel" in k for k in hp) == (surrogate == "ic")
+    assert json.loads((out / "summary.json").read_text())["tasks"]["plural"]["queries"] == 12
+
+
+def test_racing_and_rescoring_through_the_driver(ray_local, simulator, tmp_path):
+    sim = simulator(latency_ms=(1, 3))
+    out = tmp_path / "run"
+    cfg = sim_config(sim, "tasks.names=[plural]", "bo.racing=0.25", "bo.rescore_top_k=3")
+    assert run_config(cfg, out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    r = summary["tasks"]["plural"]
+    sel = r["selection"]
+    assert r["queries"] == 12 and r["finished"] and sel["done"] and len(sel["rows"]) == 3
+    assert sel["winner"] == r["best_instruction"]
+    raced = [h for h in read_history(out) if h.get("dev_examples")]
+    assert r["raced_queries"] == len(raced) and all(h["dev_examples"] == 5 for h in raced)
+    # Every black-box prompt is accounted for: full dev, raced slices, re-scoring, test.
+    assert r["prompts"] == 20 * (12 - len(raced)) + 5 * len(raced) + 3 * sel["n_extra"] + 10
+    assert sim.stats.requests == summary["usage"]["api_calls"] == r["prompts"]

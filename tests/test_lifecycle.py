@@ -69,7 +69,7 @@ def plural_answer(prompt: str) -> str:
 
 
 def make_run(tmp_path, strategy="uniform", budget=6, cap=None, caps=None, references=(),
-             name="run"):
+             name="run", **extra):
     task = load_task("plural")
     splits = make_splits(task, 0, n_exemplars=5, n_dev=8, n_test=10)
     common = {"budget": cap or 5 * budget, "batch_size": 3, "seed": 1}
@@ -83,7 +83,8 @@ def make_run(tmp_path, strategy="uniform", budget=6, cap=None, caps=None, refere
     out = RunDir(tmp_path / name)
     run = TaskRun(task, splits, searcher, budget=budget, render=render, cue="The instruction was to",
                   out=out, elapsed=lambda: 0.0, clock=lambda: 0.0,
-                  prior=Usage(8, 400, 80), references=[Reference(r) for r in references])
+                  prior=Usage(8, 400, 80), references=[Reference(r) for r in references],
+                  **extra)
     guard = CapGuard(caps or CapsConfig(), {run.name: run}, lambda u: None)
     return run, guard, out
 
@@ -241,5 +242,94 @@ def test_restore_refuses_another_strategy(tmp_path):
     other, _, out2 = make_run(tmp_path, strategy="ape", name="b")
     with pytest.raises(RunStateError, match="strategy 'uniform'"):
         other.restore(run.state(), "state/plural.json")
+    out.close()
+    out2.close()
+
+
+def by_id(req) -> str:
+    """A new instruction per candidate; every third one asks for the plural."""
+    cid = int(req.key.split("\x00")[1])
+    return f"Write the {'plural' if cid % 3 == 0 else 'word'} (v{cid})."
+
+
+def test_racing_stops_hopeless_candidates_after_a_slice_and_imputes_the_rest(tmp_path):
+    world = World(by_id, plural_answer)
+    run, guard, out = make_run(tmp_path, budget=9, racing=0.25, racing_delta=0.1)
+    drive(run, guard, world, share=1)
+    row = run.summary_row(lambda u: None)
+    queries = [r for r in run.records if r["query"] is not None]
+    assert row["queries"] == len(queries) == 9
+    raced = [r for r in queries if "dev_examples" in r]
+    # Candidate 0 (plural) is scored in full: nothing to beat yet. After it, every "word"
+    # candidate scores 0 on its first 2 of 8 examples and cannot reach 1.0: stopped.
+    assert queries[0]["instruction"].startswith("Write the plural") and "dev_examples" not in queries[0]
+    assert {r["instruction"] for r in raced} == {r["instruction"] for r in queries[1:]
+                                                if "word" in r["instruction"]}
+    assert all(r["dev_examples"] == 2 and r["dev_score"] == 0.0 for r in raced)
+    assert all("dev_examples" not in r for r in queries if "plural" in r["instruction"])
+    assert row["raced_queries"] == len(raced) >= 5
+    # Paid: full dev for the plural ones, 2 examples for the raced ones, then the test.
+    assert len(world.paid) == row["prompts"] == 8 * (9 - len(raced)) + 2 * len(raced) + 10
+    # The searcher saw 8 per-example scores for each (the missing ones imputed).
+    assert all(len(o.per_example) == 8 for o in run.searcher.observations)
+    assert row["test_score"] == 1.0
+    # Resume keeps which queries were raced.
+    state = json.loads((tmp_path / "run" / "state" / "plural.json").read_text())
+    assert len(state["raced"]) == len(raced)
+    out.close()
+
+
+def test_racing_off_scores_every_candidate_in_full(tmp_path):
+    world = World(by_id, plural_answer)
+    run, guard, out = make_run(tmp_path, budget=6)
+    drive(run, guard, world, share=1)
+    assert all("dev_examples" not in r for r in run.records)
+    assert len(world.paid) == 6 * 8 + 10
+    out.close()
+
+
+def test_rescoring_tests_the_best_over_dev_and_extra_examples(tmp_path):
+    """Two instructions tie on dev; on the extra examples only the plural one is right: the
+    re-scoring picks it, and its calls are paid and counted."""
+    world = World(by_id, plural_answer)
+    run, guard, out = make_run(tmp_path, budget=6, rescore_top_k=3)
+    extra = run.extra_examples
+    assert extra and not set(extra) & set(run.splits.dev + run.splits.test + run.splits.exemplars)
+    drive(run, guard, world, share=1)
+    row = run.summary_row(lambda u: None)
+    sel = row["selection"]
+    assert sel["done"] and len(sel["rows"]) == 3 and sel["n_extra"] == len(extra)
+    assert sel["winner"] == row["best_instruction"] and "plural" in sel["winner"]
+    assert all(r["extra_score"] is not None for r in sel["rows"])
+    assert len(world.paid) == row["prompts"] == 6 * 8 + 3 * len(extra) + 10
+    out.close()
+
+
+def test_rescoring_picks_a_lower_dev_score_that_holds_up(tmp_path):
+    """The dev winner is lucky on dev (its answers are right only there); the runner-up is
+    right everywhere, so dev + extra picks the runner-up."""
+    run, guard, out = make_run(tmp_path, budget=4, rescore_top_k=2)
+    dev_inputs = {ex.input for ex in run.splits.dev}
+
+    def answer(prompt):
+        word = prompt.split("Input: ")[1].split("\n")[0]
+        if "lucky" in prompt:
+            return PLURAL[word] if word in dev_inputs else word
+        if "steady" in prompt:  # right on all but one dev example, and on every other example
+            return word if word == run.splits.dev[0].input else PLURAL[word]
+        return word
+
+    names = ["lucky", "steady", "bad", "bad2"]
+    world = World(lambda req: f"Plural, {names[int(req.key.split(chr(0))[1]) % 4]}.", answer)
+    drive(run, guard, world, share=1)
+    row = run.summary_row(lambda u: None)
+    dev = {r["instruction"]: r["dev_score"] for r in run.records if r["query"]}
+    assert dev["Plural, lucky."] == 1.0 > dev["Plural, steady."] == 7 / 8
+    assert row["best_instruction"] == "Plural, steady." and row["dev_score"] == 7 / 8
+    assert row["test_score"] == 1.0
+    # Restore keeps the finished selection.
+    fresh, _, out2 = make_run(tmp_path, budget=4, rescore_top_k=2, name="run2")
+    fresh.restore(json.loads((tmp_path / "run" / "state" / "plural.json").read_text()), "x")
+    assert fresh.winner().instruction == "Plural, steady."
     out.close()
     out2.close()

@@ -3,6 +3,7 @@ x seed through `izray run`, the JSON contract, the markdown table and the plot."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,9 +11,33 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def _quality_module():
+    spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "benchmarks" / "quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_variants_are_arms_with_their_own_overrides(capsys):
+    quality = _quality_module()
+    args = quality.parse_args(["--landscape", "sim", "--strategies", "instructzero,uniform",
+                               "--variant", ("iz-paper=instructzero bo.surrogate=ic "
+                               "bo.incumbent_samples=0"), "--reference", "iz-paper"])
+    assert args.arms == {"instructzero": ("instructzero", []), "uniform": ("uniform", []),
+                         "iz-paper": ("instructzero", ["bo.surrogate=ic",
+                                                       "bo.incumbent_samples=0"])}
+    assert args.strategy_list == ["instructzero", "uniform", "iz-paper"]
+    for bad in (["--variant", "x=nosuch"], ["--variant", "uniform=uniform"],
+                ["--variant", "x=ape bo.budget"], ["--reference", "nobody"]):
+        with pytest.raises(SystemExit):
+            quality.parse_args(["--landscape", "sim", *bad])
+    assert "--variant" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 
 def test_quality_quick_on_the_sim_landscape(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
@@ -52,3 +77,16 @@ def test_quality_quick_on_the_sim_landscape(tmp_path):
                             "--landscape", "sim", "--quick", "--out", str(out), "--work",
                             str(work)], capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0 and again.stdout.count("done before, kept") == 6
+    # The calibration benchmark replays the recorded soft-prompt histories.
+    calib = tmp_path / "calibration.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "calibration.py"),
+                           *(str(p) for p in sorted((work / "runs").glob("*-seed0"))),
+                           "--surrogates", "ic,ic_residual", "--residuals", "1,3",
+                           "--every", "3", "--out", str(calib)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    cal = {r["surrogate"]: r for r in json.loads(calib.read_text())["results"]}
+    assert set(cal) == {"ic", "ic_residual rho=1", "ic_residual rho=3"}
+    assert all(r["n"] > 0 and 0 <= r["coverage_2sd"] <= 1 for r in cal.values())
+    # a larger residual is more uncertain away from the data
+    assert cal["ic_residual rho=3"]["median_sd"] > cal["ic_residual rho=1"]["median_sd"]

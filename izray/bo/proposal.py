@@ -19,14 +19,19 @@ from typing import Any
 import torch
 from botorch.acquisition.logei import qLogExpectedImprovement
 from botorch.optim import optimize_acqf
+from botorch.optim.initializers import initialize_q_batch
 from botorch.sampling.normal import SobolQMCNormalSampler
 from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
+from izray import _constants as C
 from izray.bo.surrogate import (
     DEFAULT_FIT_MAXITER,
+    DEFAULT_RESIDUAL,
+    DEFAULT_SURROGATE,
     Hyperparameters,
+    check_kind,
     fit_surrogate,
     get_hyperparameters,
 )
@@ -44,6 +49,14 @@ DEFAULT_MC_SAMPLES = 128
 """QMC samples of qLogEI: Sobol base samples keep the estimate smooth at this size."""
 DEFAULT_MIN_DISTANCE = 1e-4
 """Euclidean distance in ``[0, 1]^d`` below which two points count as the same point."""
+DEFAULT_INCUMBENT_SAMPLES = C.BO_INCUMBENT_SAMPLES
+"""q-batches made of perturbed top observed points, scored beside the raw Sobol batches to
+pick the restarts (the reference code starts its search from the top points too)."""
+INCUMBENT_TOP = 5
+"""Observed points (best first) the incumbent batches perturb."""
+INCUMBENT_SIGMA = (0.02, 0.3)
+"""Range of the per-batch Gaussian perturbation scale in the unit cube (log-uniform): from
+next to an incumbent to about half a prior lengthscale away."""
 DEFAULT_NUM_THREADS = 1
 """Torch threads during a proposal: its matrices are tiny, so extra threads only add
 synchronisation (10x slower on a busy 2-core machine), and one thread makes the result
@@ -61,6 +74,10 @@ class ProposalSettings:
         fit_maxiter: L-BFGS iterations per surrogate fit attempt.
         mc_samples: quasi-Monte-Carlo samples of qLogEI.
         min_distance: points closer than this (Euclidean, unit cube) are duplicates.
+        surrogate: surrogate kind (``izray.bo.surrogate.SURROGATES``).
+        residual: Nystrom residual weight of the ``"ic_residual"`` surrogate.
+        incumbent_samples: q-batches of perturbed top observed points scored beside the
+            ``raw_samples`` Sobol batches when picking restarts (0: Sobol only).
         num_threads: torch intra-op threads while proposing (the process setting is
             restored afterwards; not thread-safe), or None to leave the process setting.
     """
@@ -71,9 +88,19 @@ class ProposalSettings:
     fit_maxiter: int = DEFAULT_FIT_MAXITER
     mc_samples: int = DEFAULT_MC_SAMPLES
     min_distance: float = DEFAULT_MIN_DISTANCE
+    surrogate: str = DEFAULT_SURROGATE
+    residual: float = DEFAULT_RESIDUAL
+    incumbent_samples: int = DEFAULT_INCUMBENT_SAMPLES
     num_threads: int | None = DEFAULT_NUM_THREADS
 
     def __post_init__(self) -> None:
+        try:
+            check_kind(self.surrogate, self.residual)
+        except IzrayError as err:
+            raise ConfigError(f"ProposalSettings: {err}") from None
+        if not isinstance(self.incumbent_samples, int) or self.incumbent_samples < 0:
+            raise ConfigError("ProposalSettings.incumbent_samples must be an integer >= 0, got "
+                              f"{self.incumbent_samples!r}.")
         for name in ("num_restarts", "raw_samples", "maxiter", "fit_maxiter", "mc_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -183,6 +210,41 @@ def deduplicate(
     return result, replaced
 
 
+def incumbent_batches(train_x: Tensor, train_y: Tensor, q: int, count: int) -> Tensor:
+    """``count x q x d`` q-batches of Gaussian perturbations of the top observed points.
+
+    Each point perturbs one of the ``INCUMBENT_TOP`` best observed points (drawn at random)
+    with a per-batch scale drawn log-uniformly from ``INCUMBENT_SIGMA``, clamped to the cube.
+    Uses the global torch RNG (``propose_detailed`` seeds a forked one).
+
+    Args:
+        train_x: ``n x d`` observed points in ``[0, 1]^d``.
+        train_y: ``n`` observed scores.
+        q: points per batch.
+        count: number of batches.
+    """
+    top = train_x[torch.argsort(train_y, descending=True)[:INCUMBENT_TOP]]
+    pick = torch.randint(top.shape[0], (count, q))
+    lo, hi = (torch.tensor(v, dtype=torch.double).log() for v in INCUMBENT_SIGMA)
+    sigma = torch.exp(lo + (hi - lo) * torch.rand(count, 1, 1, dtype=torch.double))
+    noise = sigma * torch.randn(count, q, train_x.shape[-1], dtype=torch.double)
+    return (top[pick].to(torch.double) + noise).clamp(0.0, 1.0)
+
+
+def initial_conditions(acqf, train_x: Tensor, train_y: Tensor, q: int, seed: int,
+                       settings: ProposalSettings) -> Tensor:
+    """``num_restarts x q x d`` restarts picked by BoTorch's ``initialize_q_batch`` from
+    ``raw_samples`` Sobol q-batches and ``incumbent_samples`` perturbed-incumbent q-batches."""
+    d = train_x.shape[-1]
+    sobol = SobolEngine(d * q, scramble=True, seed=seed)
+    raw = sobol.draw(settings.raw_samples, dtype=torch.double).view(-1, q, d)
+    pool = torch.cat([raw, incumbent_batches(train_x, train_y, q, settings.incumbent_samples)])
+    with torch.no_grad():
+        values = torch.cat([acqf(chunk) for chunk in pool.split(64)])
+    ics, _ = initialize_q_batch(pool, values, n=settings.num_restarts)
+    return ics
+
+
 @contextmanager
 def _threads(num_threads: int | None) -> Iterator[None]:
     previous = torch.get_num_threads()
@@ -243,6 +305,8 @@ def propose_detailed(
             seed=seed,
             hyperparameters=hyperparameters,
             maxiter=settings.fit_maxiter,
+            kind=settings.surrogate,
+            residual=settings.residual,
         )
         t1 = time.perf_counter()
         acqf = qLogExpectedImprovement(
@@ -253,12 +317,17 @@ def propose_detailed(
         )
         bounds = torch.stack([torch.zeros(d), torch.ones(d)]).to(torch.double)
         try:
+            ics = None
+            if settings.incumbent_samples:
+                ics = initial_conditions(acqf, x, train_y.detach().to(torch.double), q, seed,
+                                         settings)
             candidates, _ = optimize_acqf(
                 acqf,
                 bounds=bounds,
                 q=q,
                 num_restarts=settings.num_restarts,
-                raw_samples=settings.raw_samples,
+                raw_samples=None if ics is not None else settings.raw_samples,
+                batch_initial_conditions=ics,
                 options={"maxiter": settings.maxiter, "seed": seed},
                 retry_on_optimization_warning=False,
             )

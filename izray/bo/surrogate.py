@@ -1,5 +1,14 @@
 """The GP surrogate: a BoTorch ``SingleTaskGP`` on the instruction-coupled kernel.
 
+Three kinds (``bo.surrogate``):
+
+* ``"ic"``: the paper's instruction-coupled kernel. Its rank is ``<= n``, so its intervals
+  are far too narrow away from the data (see :mod:`izray.bo.kernel`).
+* ``"ic_residual"`` (default): the same kernel plus ``residual`` times the Nystrom residual
+  of the latent kernel: the IC posterior mean near the data, calibrated variance away from
+  it (``benchmarks/calibration.py`` measures both).
+* ``"matern"``: a plain ARD Matern-5/2 GP on ``z``, ignoring the instructions.
+
 The score kernel uses one lengthscale shared by all ``m`` dev examples rather than ARD:
 the examples are exchangeable (the candidate score is their mean, a symmetric function),
 and with binary-ish scores a per-example lengthscale would add ``m`` (~20) poorly
@@ -34,6 +43,7 @@ from gpytorch.priors import GammaPrior, LogNormalPrior
 from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 
+from izray import _constants as C
 from izray.bo.kernel import DEFAULT_EPS, InstructionCoupledKernel
 from izray.errors import IzrayError
 
@@ -44,6 +54,15 @@ Hyperparameters = dict[str, list[float]]
 
 DEFAULT_FIT_MAXITER = 75
 """L-BFGS iterations per fit: warm-started fits converge in far fewer; caps cold fits."""
+
+SURROGATES = ("ic", "ic_residual", "matern")
+"""Surrogate kinds ``build_surrogate`` knows."""
+
+DEFAULT_SURROGATE = C.BO_SURROGATE
+"""Calibrated variance with the instruction-coupled mean (``benchmarks/calibration.py``)."""
+
+DEFAULT_RESIDUAL = C.BO_RESIDUAL
+"""Residual weight ``rho`` in standardized units (``benchmarks/calibration.py``)."""
 
 FALLBACK_EPS = 1e-2
 """Jitter of the retry after a failed fit: 100x the default, still small next to 1."""
@@ -68,8 +87,22 @@ def _check_inputs(train_x: Tensor, train_y: Tensor, train_s: Tensor) -> None:
             raise IzrayError(f"fit_surrogate: {name} contains NaN or infinite values.")
 
 
+def check_kind(kind: str, residual: float) -> None:
+    """Raise ``IzrayError`` unless ``kind`` is in ``SURROGATES`` and ``residual >= 0``."""
+    if kind not in SURROGATES:
+        raise IzrayError(f"surrogate kind must be one of {', '.join(SURROGATES)}; got {kind!r}.")
+    if not residual >= 0:
+        raise IzrayError(f"surrogate residual must be >= 0, got {residual!r}.")
+
+
 def build_surrogate(
-    train_x: Tensor, train_y: Tensor, train_s: Tensor, *, eps: float = DEFAULT_EPS
+    train_x: Tensor,
+    train_y: Tensor,
+    train_s: Tensor,
+    *,
+    eps: float = DEFAULT_EPS,
+    kind: str = DEFAULT_SURROGATE,
+    residual: float = DEFAULT_RESIDUAL,
 ) -> SingleTaskGP:
     """Build the (unfitted) surrogate in double precision.
 
@@ -78,24 +111,38 @@ def build_surrogate(
         train_y: ``n`` observed scores.
         train_s: ``n x m`` per-example dev scores of the observed instructions.
         eps: jitter of the instruction-coupled kernel.
+        kind: one of ``SURROGATES``.
+        residual: Nystrom residual weight of ``"ic_residual"`` (ignored otherwise).
 
     Returns:
-        A ``SingleTaskGP`` with a ``ScaleKernel(InstructionCoupledKernel)`` covariance,
-        a LogNormal-prior Gaussian likelihood and a ``Standardize`` outcome transform.
+        A ``SingleTaskGP`` with a ``ScaleKernel(InstructionCoupledKernel)`` covariance
+        (``"matern"``: ``ScaleKernel(Matern)``), a LogNormal-prior Gaussian likelihood and a
+        ``Standardize`` outcome transform.
     """
     _check_inputs(train_x, train_y, train_s)
+    check_kind(kind, residual)
     x = train_x.detach().to(torch.double)
     y = train_y.detach().to(torch.double).unsqueeze(-1)
     s = train_s.detach().to(torch.double)
     d, m = x.shape[-1], s.shape[-1]
     latent = get_covar_module_with_dim_scaled_prior(ard_num_dims=d, use_rbf_kernel=False)
+    if kind == "matern":
+        model = SingleTaskGP(
+            x,
+            y,
+            likelihood=get_gaussian_likelihood_with_lognormal_prior(),
+            covar_module=ScaleKernel(latent, outputscale_prior=GammaPrior(2.0, 0.15)),
+            outcome_transform=Standardize(m=1),
+        )
+        return model.to(torch.double)
     score_prior = LogNormalPrior(loc=math.sqrt(2.0) + 0.5 * math.log(m), scale=math.sqrt(3.0))
     score = MaternKernel(
         nu=2.5,
         lengthscale_prior=score_prior,
         lengthscale_constraint=GreaterThan(2.5e-2, transform=None, initial_value=score_prior.mode),
     )
-    base = InstructionCoupledKernel(x, s, latent_kernel=latent, score_kernel=score, eps=eps)
+    base = InstructionCoupledKernel(x, s, latent_kernel=latent, score_kernel=score, eps=eps,
+                                    residual=residual if kind == "ic_residual" else 0.0)
     covar = ScaleKernel(base, outputscale_prior=GammaPrior(2.0, 0.15))
     covar.outputscale = 1.0
     model = SingleTaskGP(
@@ -153,6 +200,8 @@ def fit_surrogate(
     seed: int,
     hyperparameters: Mapping[str, list[float]] | None = None,
     maxiter: int = DEFAULT_FIT_MAXITER,
+    kind: str = DEFAULT_SURROGATE,
+    residual: float = DEFAULT_RESIDUAL,
 ) -> SingleTaskGP:
     """Fit the surrogate by maximising the marginal likelihood (``fit_gpytorch_mll``).
 
@@ -163,13 +212,16 @@ def fit_surrogate(
         seed: seed of the fit's random retries (the global RNG state is left untouched).
         hyperparameters: warm start, e.g. ``get_hyperparameters`` of the previous fit.
         maxiter: L-BFGS iteration cap of each fit attempt.
+        kind: one of ``SURROGATES``.
+        residual: Nystrom residual weight of ``"ic_residual"``.
 
     Returns:
         The fitted model in eval mode, double precision. On numerical failure the fit is
         retried with jitter ``FALLBACK_EPS`` and then left at its initial hyperparameters
         (a warning is logged each time); it does not raise.
     """
-    model = build_surrogate(train_x, train_y, train_s)
+    build = {"kind": kind, "residual": residual}
+    model = build_surrogate(train_x, train_y, train_s, **build)
     if hyperparameters:
         set_hyperparameters(model, hyperparameters)
     try:
@@ -177,11 +229,11 @@ def fit_surrogate(
         return model.eval()
     except _FIT_ERRORS as err:
         logger.warning("surrogate fit failed (%s); retrying with jitter %g", err, FALLBACK_EPS)
-    model = build_surrogate(train_x, train_y, train_s, eps=FALLBACK_EPS)
+    model = build_surrogate(train_x, train_y, train_s, eps=FALLBACK_EPS, **build)
     try:
         _fit(model, seed=seed + 1, maxiter=maxiter, max_attempts=3)
         return model.eval()
     except _FIT_ERRORS as err:
         logger.warning("surrogate fit failed again (%s); using the initial hyperparameters", err)
-    model = build_surrogate(train_x, train_y, train_s, eps=FALLBACK_EPS)
+    model = build_surrogate(train_x, train_y, train_s, eps=FALLBACK_EPS, **build)
     return model.eval()
