@@ -117,6 +117,9 @@ class GeneratorConfig:
         max_batch: Prompts per generate call.
         gpu_memory_utilization: vLLM's share of each GPU's memory.
         kv_cache_gb: KV cache of vLLM's CPU build (GiB), ignored on GPUs.
+        chat_template: Wrap the exemplars and cue in the model's chat template (one user
+            turn, then the assistant's), as the reference code does for chat generators such
+            as Vicuna; only for models whose tokenizer has one.
     """
 
     backend: Literal["vllm", "hf", "sim"] = "vllm"
@@ -133,6 +136,7 @@ class GeneratorConfig:
     max_batch: int = C.GENERATOR_MAX_BATCH
     gpu_memory_utilization: float = 0.9
     kv_cache_gb: int = C.CPU_KV_CACHE_GB
+    chat_template: bool = False
 
     def __post_init__(self) -> None:
         _check(self.model.strip() != "", "generator.model", "must not be empty", self.model)

@@ -100,3 +100,24 @@ def test_embedding_table_reads_pytorch_bin_checkpoints(small_model, tmp_path):
     ids = [2, 100, 5000, 262000]
     torch.testing.assert_close(EmbeddingTable(tmp_path).lookup(ids),
                                EmbeddingTable(small_model).lookup(ids))
+
+
+def test_chat_template_wraps_the_prompt_and_base_models_refuse_it(hf):
+    import copy
+
+    from izray.errors import GeneratorError
+    from izray.generation.base import PromptAssembler
+
+    embed = hf.assembler.embed
+    with pytest.raises(GeneratorError, match="no chat template"):
+        PromptAssembler(hf.tokenizer, embed, chat=True)  # the shipped model is a base model
+    tok = copy.deepcopy(hf.tokenizer)  # a chat model's tokenizer: Vicuna-style turns
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}USER: {{ m['content'] }}\n"
+                         "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    chat = PromptAssembler(tok, embed, chat=True)
+    assert chat.format(TEXT) == f"USER: {TEXT}\nASSISTANT:"  # bos comes from the prefix once
+    soft = np.ones((2, 640), dtype=np.float32)
+    got = chat.assemble(soft, TEXT)
+    plain = hf.assembler.assemble(soft, f"USER: {TEXT}\nASSISTANT:")
+    torch.testing.assert_close(got, plain)
+    assert got.shape[0] > hf.assembler.assemble(soft, TEXT).shape[0]

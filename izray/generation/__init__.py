@@ -33,9 +33,9 @@ def build_generator(backend: str, model: str, **kwargs) -> Generator:
         from izray.generation.vllm_backend import VLLMGenerator
 
         keys = ("dtype", "max_new_tokens", "max_model_len", "tensor_parallel_size",
-                "gpu_memory_utilization", "kv_cache_gb", "seed")
+                "gpu_memory_utilization", "kv_cache_gb", "seed", "chat_template")
         return VLLMGenerator(model, **{k: v for k, v in kwargs.items() if k in keys})
     from izray.generation.hf_backend import HFGenerator
 
-    keys = ("dtype", "max_new_tokens", "max_batch")
+    keys = ("dtype", "max_new_tokens", "max_batch", "chat_template")
     return HFGenerator(model, **{k: v for k, v in kwargs.items() if k in keys})

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from izray.errors import GeneratorError
 from izray.generation.prompt import GENERATION_STOP, clean_instruction
 
 
@@ -101,15 +102,35 @@ class PromptAssembler:
         embed: Maps ``n`` token ids to ``n x hidden`` float32 embeddings as the model's first
             layer sees them.
         cache_size: Texts whose embeddings are kept.
+        chat: Wrap the text in the tokenizer's chat template as one user turn followed by
+            the assistant's turn (``generator.chat_template``), as the reference code does
+            for Vicuna/WizardLM; the soft tokens stay right after the special prefix.
+
+    Raises:
+        GeneratorError: ``chat`` for a tokenizer without a chat template (a base model).
     """
 
     def __init__(self, tokenizer, embed: Callable[[list[int]], torch.Tensor],
-                 cache_size: int = 256) -> None:
+                 cache_size: int = 256, chat: bool = False) -> None:
+        if chat and not getattr(tokenizer, "chat_template", None):
+            raise GeneratorError(
+                "generator.chat_template is on, but this model's tokenizer has no chat template "
+                "(a base model?); set generator.chat_template=false")
         self.tokenizer = tokenizer
         self.embed = embed
+        self.chat = chat
         self.prefix_ids = list(tokenizer("", add_special_tokens=True).input_ids)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
+
+    def format(self, text: str) -> str:
+        """``text`` as the model reads it: as is, or as a chat user turn + assistant cue."""
+        if not self.chat:
+            return text
+        out = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                 tokenize=False, add_generation_prompt=True)
+        bos = getattr(self.tokenizer, "bos_token", None)
+        return out[len(bos):] if bos and out.startswith(bos) else out
 
     def text_embeds(self, text: str) -> torch.Tensor:
         """``L x hidden`` embeddings of ``text`` (no special tokens)."""
@@ -132,7 +153,7 @@ class PromptAssembler:
             parts.append(self.embed(self.prefix_ids).float())
         if soft is not None:
             parts.append(torch.as_tensor(np.asarray(soft, dtype=np.float32)))
-        parts.append(self.text_embeds(text))
+        parts.append(self.text_embeds(self.format(text)))
         return torch.cat(parts, dim=0)
 
 

@@ -21,10 +21,11 @@ class HFGenerator(Generator):
         dtype: ``auto`` (float32 on CPU, bfloat16 on GPU) or an explicit dtype.
         max_new_tokens: Greedy tokens per instruction.
         max_batch: Prompts per forward batch.
+        chat_template: Wrap the text in the tokenizer's chat template (``PromptAssembler``).
     """
 
     def __init__(self, model: str, *, dtype: str = "auto", max_new_tokens: int = 64,
-                 max_batch: int = 16) -> None:
+                 max_batch: int = 16, chat_template: bool = False) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -45,7 +46,7 @@ class HFGenerator(Generator):
         def embed(ids: list[int]) -> torch.Tensor:
             return emb(torch.tensor(ids, device=device)).float().cpu()
 
-        self.assembler = PromptAssembler(self.tokenizer, embed)
+        self.assembler = PromptAssembler(self.tokenizer, embed, chat=chat_template)
         sample = torch.randint(0, emb.num_embeddings, (4096,),
                                generator=torch.Generator().manual_seed(0))
         self.info = ModelInfo(model=model, backend="hf", hidden=int(emb.embedding_dim),

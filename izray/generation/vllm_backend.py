@@ -32,11 +32,13 @@ class VLLMGenerator(Generator):
         gpu_memory_utilization: vLLM's share of GPU memory.
         kv_cache_gb: KV cache size of the CPU build, GiB.
         seed: Engine seed (decoding is greedy; kept for completeness).
+        chat_template: Wrap the text in the tokenizer's chat template (``PromptAssembler``).
     """
 
     def __init__(self, model: str, *, dtype: str = "auto", max_new_tokens: int = 64,
                  max_model_len: int = 1024, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, kv_cache_gb: int = 1, seed: int = 0) -> None:
+                 gpu_memory_utilization: float = 0.9, kv_cache_gb: int = 1, seed: int = 0,
+                 chat_template: bool = False) -> None:
         try:
             import vllm
         except ImportError as err:
@@ -61,7 +63,8 @@ class VLLMGenerator(Generator):
         self._sampling = vllm.SamplingParams
         self._limits = {"max_tokens": max_new_tokens, "stop": list(GENERATION_STOP)}
         self.params = vllm.SamplingParams(temperature=0.0, **self._limits)
-        self.assembler = PromptAssembler(self.llm.get_tokenizer(), self.table.lookup)
+        self.assembler = PromptAssembler(self.llm.get_tokenizer(), self.table.lookup,
+                                         chat=chat_template)
         self.info = ModelInfo(model=model, backend="vllm", hidden=self.table.hidden,
                               embed_std=self.table.std())
 

@@ -69,7 +69,8 @@ class GeneratorPool:
                        "max_model_len": cfg.max_model_len,
                        "tensor_parallel_size": cfg.tensor_parallel_size,
                        "gpu_memory_utilization": cfg.gpu_memory_utilization,
-                       "kv_cache_gb": cfg.kv_cache_gb, "seed": seed, "max_batch": cfg.max_batch}
+                       "kv_cache_gb": cfg.kv_cache_gb, "seed": seed, "max_batch": cfg.max_batch,
+                       "chat_template": cfg.chat_template}
         self.gpus_per_actor = cfg.num_gpus * cfg.tensor_parallel_size
         self.opts = {"num_cpus": cfg.num_cpus, "num_gpus": self.gpus_per_actor,
                      "max_restarts": ACTOR_MAX_RESTARTS,
