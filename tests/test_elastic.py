@@ -56,7 +56,11 @@ def test_auto_pool_grows_when_a_gpu_node_joins(private_ray_head, simulator, tmp_
     assert "generator pool: 1 new actor(s) for new GPU capacity (pool of 2)" in stderr
     assert "generator pool: a new actor is ready (2 ready)" in stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert all(r["queries"] == 30 and r["finished"] for r in summary["tasks"].values())
+    # The budget is spent, or the candidate cap ended a search that kept finding instructions
+    # it had already scored (the easy sim landscape converges).
+    assert all(r["finished"] and (r["queries"] == 30 or "bo.max_candidates" in r["stopped"])
+               for r in summary["tasks"].values())
     lines = [json.loads(x) for x in Path(out / "history.jsonl").read_text().splitlines()]
     assert len(lines) == sum(r["candidates"] for r in summary["tasks"].values())
-    assert sum(1 for h in lines if h["query"]) == 120  # duplicates are free observations
+    queries = sum(r["queries"] for r in summary["tasks"].values())
+    assert sum(1 for h in lines if h["query"]) == queries  # duplicates are free observations
