@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/calibration.py RUN_DIR [RUN_DIR ...]
         [--surrogates ic,ic_residual,matern] [--residuals 1,3,10] [--start N] [--batch Q]
-        [--every K] [--out FILE]
+        [--every K] [--max-n N] [--out FILE]
 
 Replays the soft-prompt observations of every task of every run (``state/TASK.json`` of runs
 made with ``strategy`` ``instructzero`` or ``uniform``) in the order they were scored: at step
@@ -13,7 +13,8 @@ izray fits it: ``izray.bo.surrogate.fit_surrogate``) and predicts the next ``Q``
 surrogate it reports how often the observed score lies within +/-2 predictive standard
 deviations (nominal 95%; the predictive distribution includes the fitted noise), the mean
 Gaussian negative log predictive density and the RMSE, both in standardized units (divided by
-the standard deviation of the training scores), and the median predictive sd.
+the standard deviation of the training scores, at least ``SCALE_FLOOR``), and the median
+predictive sd.
 
 A replay measures the model on the points the run actually chose, which is the situation the
 acquisition function is in. Writes ``--out`` (default ``benchmarks/results/calibration.json``).
@@ -38,6 +39,10 @@ from _common import machine, table, write_result
 
 from izray.bo.surrogate import fit_surrogate
 
+#: Floor of the standardizing sd: one example in 20 (a flat history's sd is ~0 and would blow
+#: up its errors; coverage does not depend on it).
+SCALE_FLOOR = 0.05
+
 
 def histories(run_dirs: list[Path]) -> list[dict]:
     """``{"run", "task", "x" (n x d, unit cube), "y" (n), "s" (n x m)}`` per task with z."""
@@ -59,13 +64,14 @@ def histories(run_dirs: list[Path]) -> list[dict]:
     return out
 
 
-def replay(h: dict, kind: str, residual: float, start: int, batch: int, every: int) -> list:
+def replay(h: dict, kind: str, residual: float, start: int, batch: int, every: int,
+           max_n: int) -> list:
     """Standardized errors, sds and log densities of each next batch after each fit."""
     rows = []
-    n = len(h["y"])
+    n = min(len(h["y"]), max_n)
     for t in range(start, n - batch + 1, batch * every):
         x, y, s = (torch.tensor(h[k][:t]) for k in ("x", "y", "s"))
-        scale = float(y.std()) if float(y.std()) > 0 else 1.0
+        scale = max(float(y.std()), SCALE_FLOOR)
         model = fit_surrogate(x, y, s, seed=t, kind=kind, residual=residual)
         with torch.no_grad():
             post = model.posterior(torch.tensor(h["x"][t:t + batch]), observation_noise=True)
@@ -88,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", type=int, default=10, help="first training size")
     p.add_argument("--batch", type=int, default=5, help="points predicted after each fit")
     p.add_argument("--every", type=int, default=2, help="fit after every K-th batch")
+    p.add_argument("--max-n", type=int, default=150, help="replay the first N observations")
     p.add_argument("--out", type=Path, help="result JSON (default results/calibration.json)")
     args = p.parse_args(argv)
     missing = [str(r) for r in args.runs if not (r / "state").is_dir()]
@@ -107,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     results = []
     for label, kind, rho in arms:
-        rows = [r for h in hs for r in replay(h, kind, rho, args.start, args.batch, args.every)]
+        rows = [r for h in hs for r in replay(h, kind, rho, args.start, args.batch, args.every,
+                                                  args.max_n)]
         err = np.array([r["err"] for r in rows])
         results.append({"surrogate": label, "kind": kind, "residual": rho, "n": len(rows),
                         "coverage_2sd": float(np.mean([r["covered"] for r in rows])),
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results, ["surrogate", "n", "coverage_2sd", "nll", "rmse", "median_sd"]))
     data = {"results": results, "machine": machine(), "runs": [str(r) for r in args.runs],
             "tasks": len(hs), "start": args.start, "batch": args.batch, "every": args.every,
+            "max_n": args.max_n,
             "wall_s": round(time.monotonic() - t0, 1)}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra config override for every run (repeatable)")
     p.add_argument("--variant", action="append", default=[], metavar="'LABEL=STRATEGY K=V ...'",
                    help="an extra arm: a strategy with its own overrides (repeatable)")
+    p.add_argument("--prior", type=Path, metavar="QUALITY_JSON",
+                   help="add the rows of an earlier quality.json (same settings) as arms "
+                        "LABEL@prior, on the task x seed cells run now")
     p.add_argument("--reference", default="instructzero",
                    help="the arm the others are compared with (default instructzero)")
     args = p.parse_args(argv)
@@ -202,6 +205,9 @@ def run_one(args: argparse.Namespace, label: str, seed: int, extra: list[str]) -
         cmd += ["--data-dir", str(args.data_dir)]
     for s in sets:
         cmd += ["--set", s]
+    if (out / "config.json").is_file():  # interrupted: continue it (the simulator's port moved)
+        cmd = [sys.executable, "-m", "izray.cli", "resume", str(out),
+               *(x for s in sets if s.startswith("evaluator.base_url=") for x in ("--set", s))]
     log = args.work / "logs" / f"{label}-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -295,6 +301,17 @@ def main(argv: list[str] | None = None) -> int:
         if sim is not None:
             sim.stop()
     rows, curves = collect(args, dirs)
+    if args.prior:  # earlier measurements of the same cells (no curves: their runs are gone)
+        prior = json.loads(args.prior.read_text())
+        cells = {(r["task"], r["seed"]) for r in rows}
+        old = [dict(r, strategy=f"{r['strategy']}@prior") for r in prior["rows"]
+               if (r["task"], r["seed"]) in cells]
+        rows += old
+        for label in dict.fromkeys(r["strategy"] for r in old):
+            args.strategy_list.append(label)
+            args.arms[label] = (label.split("@")[0], [f"from {args.prior}"])
+            for t in curves:
+                curves[t][label] = []
     flat = {s: [c for t in curves for c in curves[t][s]] for s in args.strategy_list}
     summary = summarize(rows, flat, args.strategy_list, reference=args.reference)
     result = {"rows": rows, "summary": summary, "machine": machine(), "landscape": args.landscape,
