@@ -401,10 +401,8 @@ class TaskRun:
             return
 
         def rest(answers2: list, usage2: Usage, error2: str | None) -> None:
-            both = Usage()
-            both.add(usage)
-            both.add(usage2)
-            self._on_dev_scored(instruction, answers + list(answers2 or []), both, error2)
+            self._on_dev_scored(instruction, answers + list(answers2 or []),
+                                sum_usage([usage, usage2]), error2)
 
         self._ask(self._prompts(instruction, self.splits.dev[k:]), rest)
 
@@ -573,9 +571,10 @@ class TaskRun:
             self.reservations.pop("rescore", None)
             scored = [r for r in sel["rows"] if "combined" in r]
             if scored:  # ties keep the better dev score (rows are in dev order)
-                sel["winner"] = max(scored, key=lambda r: r["combined"])["instruction"]
+                top = max(scored, key=lambda r: r["combined"])
+                sel["winner"] = top["instruction"]
                 log.info("[%s] re-scored: %r wins (%.3f over dev + extra)", self.name,
-                         sel["winner"][:80], max(r["combined"] for r in scored))
+                         top["instruction"][:80], top["combined"])
         self.save()
 
     def _start_test(self, guard) -> None:
