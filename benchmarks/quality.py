@@ -233,7 +233,9 @@ def collect(args: argparse.Namespace, dirs: dict[tuple[str, int], Path]):
                          "dev_score": r["dev_score"], "test_score": r["test_score"],
                          "queries": r["queries"], "candidates": r["candidates"],
                          "api_calls": r["prompts"], "paid_api_calls": r["api_calls"],
-                         "best_instruction": r["best_instruction"]})
+                         "best_instruction": r["best_instruction"],
+                         "converged": r.get("converged") is not None,
+                         "raced_queries": r.get("raced_queries", 0)})
             curves[task][strategy].append(
                 best_so_far((h for h in history if h["task"] == task), args.budget))
     return rows, curves

@@ -95,6 +95,11 @@ BO_RACING = 0.0
 BO_RACING_DELTA = 0.1
 #: Re-scoring of the top candidates before the test: off until measured (benchmarks/README.md).
 BO_RESCORE_TOP_K = 0
+#: Every metric scores at most 1; best-dev ties go to the earliest candidate, so nothing found
+#: after a perfect dev score can be picked: the search stops there (saves the rest of the budget).
+BO_STOP_AT_MAX = True
+#: The largest score any metric gives (izray.tasks.metrics).
+SCORE_MAX = 1.0
 
 # --- embedded server -------------------------------------------------------------------------
 #: vLLM's OpenAI server on the CPU build was ready after ~113 s on 2 cores; allow slack.

@@ -264,6 +264,8 @@ class BOConfig:
         racing_delta: Miss probability of the racing bound, in (0, 1).
         rescore_top_k: Before the test, re-score the top-k distinct instructions on up to
             ``tasks.n_dev`` more examples and test the best over both (0: off).
+        stop_at_max: End a task's search once an instruction scores the maximum (1.0) on
+            dev: ties keep the earliest, so later candidates could not be picked.
     """
 
     budget: int = C.BO_BUDGET
@@ -280,6 +282,7 @@ class BOConfig:
     racing: float = C.BO_RACING
     racing_delta: float = C.BO_RACING_DELTA
     rescore_top_k: int = C.BO_RESCORE_TOP_K
+    stop_at_max: bool = C.BO_STOP_AT_MAX
 
     def __post_init__(self) -> None:
         _check(self.rescore_top_k >= 0, "bo.rescore_top_k", "must be >= 0", self.rescore_top_k)

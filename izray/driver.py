@@ -120,7 +120,7 @@ class Driver:
                 out=out, elapsed=lambda: self.clock() - self.t0, clock=clock, prior=prior,
                 references=[Reference(text) for text in refs.get(task.name, [])],
                 racing=cfg.bo.racing, racing_delta=cfg.bo.racing_delta,
-                rescore_top_k=cfg.bo.rescore_top_k)
+                rescore_top_k=cfg.bo.rescore_top_k, stop_at_max=cfg.bo.stop_at_max)
         unknown = sorted(set(refs) - set(self.runs))
         if unknown:
             log.warning("tasks.reference_instructions names %s, which this run does not "

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from izray import _constants as C
 from izray import racing as race
 from izray.costs import largest, scaled
 from izray.costs import total as sum_usage
@@ -115,6 +116,7 @@ class TaskRun:
         racing: First dev slice as a share of the dev set (``bo.racing``; 0: off).
         racing_delta: Confidence of the racing bound (``bo.racing_delta``).
         rescore_top_k: Candidates re-scored on extra examples before the test (0: off).
+        stop_at_max: End the search once the best dev score is the maximum (``bo.stop_at_max``).
     """
 
     task: Task
@@ -131,6 +133,7 @@ class TaskRun:
     racing: float = 0.0
     racing_delta: float = 0.1
     rescore_top_k: int = 0
+    stop_at_max: bool = C.BO_STOP_AT_MAX
     ports: Ports | None = None
     projection: SoftPromptProjection | None = None
     # --- progress
@@ -153,6 +156,7 @@ class TaskRun:
     finished: bool = False
     stopped: str | None = None  # a cap stopped the task: no test evaluation
     exhausted: str | None = None  # the candidate cap ended the search early
+    said_converged: bool = False
     t_start: float = 0.0
     wall_before: float = 0.0
     wall_s: float | None = None
@@ -185,8 +189,19 @@ class TaskRun:
         return len(self.records)
 
     @property
+    def converged(self) -> str | None:
+        """Why the search ended at a perfect dev score (``stop_at_max``), else None."""
+        best = self.searcher.best() if self.stop_at_max else None
+        if best is None or best.score < C.SCORE_MAX:
+            return None
+        return (f"dev score {best.score:.3f} is the maximum (bo.stop_at_max) after "
+                f"{self.queries} of {self.budget} queries")
+
+    @property
     def room(self) -> int:
-        """New candidates allowed by the budget and the candidate cap."""
+        """New candidates allowed by the budget, the candidate cap and ``stop_at_max``."""
+        if self.converged is not None:
+            return 0
         return max(0, min(self.budget - self.queries - self.n_pending, self.searcher.remaining))
 
     @property
@@ -294,11 +309,15 @@ class TaskRun:
                 if reason is not None:
                     self._stop(reason)
         if self.search_done:
-            if self.stopped is None and self.queries < self.budget and self.exhausted is None:
+            if (self.stopped is None and self.queries < self.budget and self.exhausted is None
+                    and self.converged is None):
                 self.exhausted = (f"bo.max_candidates={self.searcher.budget} reached after "
                                   f"{self.queries} of {self.budget} queries (the other "
                                   "candidates decoded to instructions already scored)")
                 log.warning("[%s] %s; the search ends early", self.name, self.exhausted)
+            if self.converged is not None and not self.test_started and not self.said_converged:
+                self.said_converged = True
+                log.info("[%s] %s; the search ends early", self.name, self.converged)
             if not self.test_started and not self._rescoring(guard):
                 self._start_test(guard)
             return
@@ -650,6 +669,7 @@ class TaskRun:
             "usd": usd_of(self.usage),
             "finished": self.finished,
             "stopped": self.stopped or self.exhausted,
+            "converged": self.converged,
             "failed_queries": sum(1 for r in self.records if r.get("query") and "error" in r),
             "raced_queries": len(self.raced),
             "selection": self.selection,

@@ -17,7 +17,7 @@ BATCH = 2
 def run_argv(sim, out: Path, *extra: str, tasks: str = "plural") -> list[str]:
     sets = [
         "generator.backend=sim", f"evaluator.base_url={sim.base_url}", "evaluator.model=sim-model",
-        f"bo.budget={BUDGET}", "bo.n_init=4", f"bo.batch_size={BATCH}", f"tasks.n_dev={N_DEV}",
+        f"bo.budget={BUDGET}", "bo.n_init=4", "bo.stop_at_max=false", f"bo.batch_size={BATCH}", f"tasks.n_dev={N_DEV}",
         "tasks.n_test=5", "generator.max_new_tokens=8", *extra,
     ]
     argv = ["run", "--tasks", tasks, "--out", str(out)]

@@ -16,7 +16,8 @@ def sim_config(sim, *extra: str):
     return config_from_dict({}, [
         "tasks.names=[plural, larger_number]", "generator.backend=sim",
         f"evaluator.base_url={sim.base_url}", "evaluator.model=sim-model",
-        "bo.budget=12", "bo.n_init=4", "bo.batch_size=3", "tasks.n_test=10", *extra])
+        "bo.budget=12", "bo.n_init=4", "bo.batch_size=3", "tasks.n_test=10",
+        "bo.stop_at_max=false", *extra])  # these tests count the whole budget
 
 
 def read_history(out):
@@ -243,3 +244,18 @@ def test_racing_and_rescoring_through_the_driver(ray_local, simulator, tmp_path)
     # Every black-box prompt is accounted for: full dev, raced slices, re-scoring, test.
     assert r["prompts"] == 20 * (12 - len(raced)) + 5 * len(raced) + 3 * sel["n_extra"] + 10
     assert sim.stats.requests == summary["usage"]["api_calls"] == r["prompts"]
+
+
+def test_stop_at_max_ends_a_task_at_a_perfect_dev_score(ray_local, simulator, tmp_path):
+    sim = simulator(latency_ms=(1, 5))
+    out = tmp_path / "run"
+    cfg = sim_config(sim, "tasks.names=[plural]", "bo.budget=40", "bo.stop_at_max=true")
+    assert run_config(cfg, out) == 0
+    r = json.loads((out / "summary.json").read_text())["tasks"]["plural"]
+    history = read_history(out)
+    first = next(h for h in history if h["dev_score"] == 1.0)  # the sim's plural reaches 1.0
+    assert r["dev_score"] == 1.0 and r["best_instruction"] == first["instruction"]
+    assert r["queries"] < 40 and "bo.stop_at_max" in r["converged"] and r["stopped"] is None
+    assert r["test_score"] is not None and r["finished"]
+    # only the candidates in flight when the perfect score arrived were told after it
+    assert len(history) <= first["step"] + 3

@@ -32,7 +32,7 @@ def test_run_on_shared_tasks_with_real_engines(tmp_path, ii_data_dir, small_mode
                     data / split / "informal_to_formal.json")
     out = tmp_path / "run"
     proc = izray("run", "--data-dir", str(data), "--tasks", "bigger_beast,informal_to_formal",
-                 "--out", str(out), "--set", "bo.budget=6", "--set", "bo.n_init=4",
+                 "--out", str(out), "--set", "bo.budget=6", "--set", "bo.n_init=4", "--set", "bo.stop_at_max=false",
                  "--set", "bo.batch_size=3", "--set", "tasks.n_test=10",
                  "--set", "generator.max_new_tokens=32")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -67,7 +67,7 @@ def test_baseline_strategies_with_real_engines(tmp_path, ii_data_dir, strategy):
     out = tmp_path / "run"
     ref = "Write the larger of the two animals."
     proc = izray("run", "--data-dir", str(data), "--tasks", "bigger_beast", "--out", str(out),
-                 "--set", f"strategy={strategy}", "--set", "bo.budget=4", "--set", "bo.n_init=4",
+                 "--set", f"strategy={strategy}", "--set", "bo.budget=4", "--set", "bo.n_init=4", "--set", "bo.stop_at_max=false",
                  "--set", "bo.batch_size=2", "--set", "bo.max_candidates=20",
                  "--set", "tasks.n_dev=5", "--set", "tasks.n_test=5",
                  "--set", "generator.max_new_tokens=24",

@@ -36,7 +36,7 @@ def test_auto_pool_grows_when_a_gpu_node_joins(private_ray_head, simulator, tmp_
         "tasks:\n  names: [plural, larger_number, last_item, first_letter]\n  n_test: 5\n"
         "generator:\n  backend: sim\n  num_actors: auto\n  num_gpus: 1\n  num_cpus: 0\n"
         f"evaluator:\n  base_url: {sim.base_url}\n  model: sim-model\n"
-        "bo:\n  budget: 30\n  n_init: 6\n  batch_size: 3\n")
+        "bo:\n  budget: 30\n  n_init: 6\n  batch_size: 3\n  stop_at_max: false\n")
     out = tmp_path / "run"
     nodes = [_add_gpu_node(ray_head.gcs, env)]
     try:

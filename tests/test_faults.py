@@ -28,7 +28,8 @@ def _cfg(sim, *extra: str):
     return config_from_dict({}, [
         "tasks.names=[plural, larger_number]", "generator.backend=sim",
         f"evaluator.base_url={sim.base_url}", "evaluator.model=sim-model",
-        "bo.budget=8", "bo.n_init=4", "bo.batch_size=2", "tasks.n_test=5", *extra])
+        "bo.budget=8", "bo.n_init=4", "bo.batch_size=2", "tasks.n_test=5",
+        "bo.stop_at_max=false", *extra])
 
 
 def test_fault_mix_completes_and_accounts_every_request(ray_local, simulator, tmp_path):

@@ -31,7 +31,7 @@ def test_job_submit_runs_izray_on_the_cluster(ray_head, simulator, tmp_path):
         "tasks:\n  names: [plural, larger_number]\n  n_test: 10\n"
         "generator:\n  backend: sim\n"
         f"evaluator:\n  base_url: {sim.base_url}\n  model: sim-model\n  rpm: 3000\n"
-        "bo:\n  budget: 8\n  n_init: 4\n  batch_size: 2\n")
+        "bo:\n  budget: 8\n  n_init: 4\n  batch_size: 2\n  stop_at_max: false\n")
     out = tmp_path / "results"
     for _ in range(8):
         proc = subprocess.run(

@@ -81,6 +81,7 @@ def make_run(tmp_path, strategy="uniform", budget=6, cap=None, caps=None, refere
     else:
         searcher = make_searcher("instructzero", dim=4, n_init=3, **common)
     out = RunDir(tmp_path / name)
+    extra.setdefault("stop_at_max", False)  # this world has perfect instructions
     run = TaskRun(task, splits, searcher, budget=budget, render=render, cue="The instruction was to",
                   out=out, elapsed=lambda: 0.0, clock=lambda: 0.0,
                   prior=Usage(8, 400, 80), references=[Reference(r) for r in references],
@@ -333,3 +334,28 @@ def test_rescoring_picks_a_lower_dev_score_that_holds_up(tmp_path):
     assert fresh.winner().instruction == "Plural, steady."
     out.close()
     out2.close()
+
+
+def test_stop_at_max_ends_the_search_at_a_perfect_dev_score(tmp_path):
+    # Every instruction with "plural" scores 1.0 on dev; nothing after the first can win.
+    world = World(by_sign, plural_answer)
+    run, guard, out = make_run(tmp_path, budget=20, cap=100, stop_at_max=True)
+    drive(run, guard, world)
+    row = run.summary_row(lambda u: None)
+    first = next(r for r in run.records if r["dev_score"] == 1.0)
+    assert row["dev_score"] == 1.0 and row["test_score"] is not None
+    assert row["best_instruction"] == first["instruction"]
+    assert row["queries"] < 20 and "is the maximum (bo.stop_at_max)" in row["converged"]
+    assert row["stopped"] is None  # not a cap: the search had nothing left to find
+    # Only the batch in flight when the perfect score arrived was still told.
+    assert len(run.records) <= first["step"] + 3
+    out.close()
+
+
+def test_without_stop_at_max_the_budget_is_spent(tmp_path):
+    world = World(by_sign, plural_answer)
+    run, guard, out = make_run(tmp_path, budget=4, cap=100, stop_at_max=False)
+    drive(run, guard, world)
+    row = run.summary_row(lambda u: None)
+    assert row["queries"] == 4 and row["converged"] is None and row["dev_score"] == 1.0
+    out.close()

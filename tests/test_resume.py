@@ -44,7 +44,7 @@ def test_sigkill_at_several_points_then_resume(ray_head, simulator, tmp_path):
         f"tasks:\n  names: [{', '.join(TASKS)}]\n  n_test: 5\n"
         "generator:\n  backend: sim\n"
         f"evaluator:\n  base_url: {sim.base_url}\n  model: sim-model\n"
-        f"bo:\n  budget: {BUDGET}\n  n_init: 4\n  batch_size: 3\n")
+        f"bo:\n  budget: {BUDGET}\n  n_init: 4\n  batch_size: 3\n  stop_at_max: false\n")
     out = tmp_path / "run"
     env = dict(ray_head.client_env, RAY_ADDRESS=ray_head.gcs)
     history = out / "history.jsonl"
