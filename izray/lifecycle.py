@@ -19,12 +19,10 @@ candidate turns out new, the budget holds.
 and stopped there when it cannot beat the incumbent (:mod:`izray.racing`); it still counts as
 a query, its missing per-example scores are imputed, and history records ``dev_examples``.
 
-**Re-scoring** (``bo.rescore_top_k > 0``): picking the best of ~150 by a 20-example dev
-score overfits the dev set. Before the test, the top-k distinct instructions are scored on
-up to ``n_dev`` more examples (the exemplar pool minus the exemplars, never dev or test) and
-the best mean over dev + those examples is tested. Its calls are paid, counted and capped like
-any other (they are reserved together with the test's); ``selection`` in the state and
-summary shows the scores.
+**Re-scoring** (``bo.rescore_top_k > 0``, :mod:`izray.selection`): before the test, the
+top-k distinct instructions are scored on more examples and the best over dev + those is
+tested. Its calls are paid, counted and capped like any other (they are reserved together
+with the test's); ``selection`` in the state and summary shows the scores.
 
 **Reference instructions** (``tasks.reference_instructions``) are scored on dev and test when
 the task starts and reported beside the best found; they are paid calls but never queries.
@@ -44,6 +42,7 @@ import numpy as np
 
 from izray import _constants as C
 from izray import racing as race
+from izray import selection as select
 from izray.costs import largest, scaled
 from izray.costs import total as sum_usage
 from izray.errors import RunStateError
@@ -523,26 +522,12 @@ class TaskRun:
 
     @property
     def extra_examples(self) -> tuple[Example, ...]:
-        """Examples for re-scoring: the exemplar pool minus the exemplars, at most ``n_dev``."""
-        n = len(self.splits.exemplars) if self.splits.train else len(self.splits.exemplar_pool)
-        return self.splits.exemplar_pool[n:n + self.n_dev]
+        """Examples for re-scoring (:func:`izray.selection.extra_examples`)."""
+        return select.extra_examples(self.splits, self.n_dev)
 
     def winner(self):
         """The instruction to test: the re-scoring's pick if there was one, else the best dev."""
-        best = self.searcher.best()
-        pick = (self.selection or {}).get("winner")
-        if pick is None or best is None:
-            return best
-        return next((o for o in self.searcher.observations if o.instruction == pick), best)
-
-    def _top(self, k: int) -> list:
-        seen, out = set(), []
-        for o in sorted((o for o in self.searcher.observations if o.score is not None),
-                        key=lambda o: -o.score):
-            if o.instruction not in seen:
-                seen.add(o.instruction)
-                out.append(o)
-        return out[:k]
+        return select.winner(self.searcher.observations, self.searcher.best(), self.selection)
 
     def _rescoring(self, guard) -> bool:
         """Start or continue re-scoring the top candidates; True while it is in flight."""
@@ -550,23 +535,20 @@ class TaskRun:
             return False
         if self.selection is not None:
             return not self.selection["done"]
-        extra, top = self.extra_examples, self._top(self.rescore_top_k)
+        extra = self.extra_examples
+        top = select.top_distinct(self.searcher.observations, self.rescore_top_k)
         if not extra or len(top) < 2:
-            self.selection = {"done": True, "rows": [], "winner": None,
-                              "note": "nothing to re-score" if extra else "no extra examples"}
+            self.selection = select.skipped("nothing to re-score" if extra else "no extra examples")
             return False
-        per_query = guard.per_query(self)
-        need = scaled(per_query, len(extra) * len(top) / max(1, self.n_dev))
+        need = scaled(guard.per_query(self), len(extra) * len(top) / max(1, self.n_dev))
         both = sum_usage([need, guard.test_need(self)])
         reason = guard.blocked(self, both, 0, inflight=True, what="re-scoring the top candidates")
         if reason is not None:
             log.warning("[%s] no re-scoring: %s", self.name, reason)
-            self.selection = {"done": True, "rows": [], "winner": None, "note": reason}
+            self.selection = select.skipped(reason)
             return False
         self.reservations["rescore"] = need
-        self.selection = {"done": False, "n_extra": len(extra), "winner": None,
-                          "rows": [{"instruction": o.instruction, "dev_score": o.score,
-                                    "extra_score": None} for o in top]}
+        self.selection = select.start(top, len(extra))
         log.info("[%s] re-scoring the top %d instructions on %d more examples", self.name,
                  len(top), len(extra))
         for i, o in enumerate(top):
@@ -576,24 +558,13 @@ class TaskRun:
 
     def _on_rescored(self, i: int, answers: list, usage: Usage, error: str | None) -> None:
         self.usage.add(usage)
-        sel = self.selection
-        row = sel["rows"][i]
-        if error is not None:
-            row["error"] = error
-        else:
-            row["extra_score"] = float(np.mean(self._score(answers, self.extra_examples)))
-            n_dev, n_extra = self.n_dev, sel["n_extra"]
-            row["combined"] = (row["dev_score"] * n_dev + row["extra_score"] * n_extra) / (
-                n_dev + n_extra)
-        if all(r["extra_score"] is not None or "error" in r for r in sel["rows"]):
-            sel["done"] = True
+        value = None if error is not None else float(np.mean(self._score(answers,
+                                                                          self.extra_examples)))
+        if select.record(self.selection, i, value, n_dev=self.n_dev, error=error):
             self.reservations.pop("rescore", None)
-            scored = [r for r in sel["rows"] if "combined" in r]
-            if scored:  # ties keep the better dev score (rows are in dev order)
-                top = max(scored, key=lambda r: r["combined"])
-                sel["winner"] = top["instruction"]
-                log.info("[%s] re-scored: %r wins (%.3f over dev + extra)", self.name,
-                         top["instruction"][:80], top["combined"])
+            pick = self.selection["winner"]
+            if pick is not None:
+                log.info("[%s] re-scored: %r wins", self.name, pick[:80])
         self.save()
 
     def _start_test(self, guard) -> None:
