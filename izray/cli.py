@@ -203,8 +203,31 @@ def run_config(cfg, out: Path, resume: bool = False) -> int:
 
 
 def _nothing_recorded(out: Path) -> bool:
+    """Whether a new run directory holds nothing worth keeping: no history, no journaled
+    call, no ledgered call and no cached answer (a failed start leaves only its config)."""
+    import sqlite3
+
+    from izray.report import CACHE, LEDGER
+
     history = out / "history.jsonl"
-    return not history.exists() or history.stat().st_size == 0
+    if history.exists() and history.stat().st_size > 0:
+        return False
+    if any(p.stat().st_size > 0 for p in (out / "journal").glob("*.jsonl")):
+        return False
+    for name, table in ((LEDGER, "calls"), (CACHE, "answers")):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                if db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+                    return False
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return False  # cannot tell: keep it
+    return True
 
 
 def _execute(cfg, rundir, tasks, resume: bool) -> dict:

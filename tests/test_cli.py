@@ -47,3 +47,32 @@ def test_data_fetch_from_a_mirror(tmp_path, ii_data_dir, capsys):
     assert "IZRAY_DATA_DIR" in capsys.readouterr().out
     assert main(["tasks", "--data-dir", str(dest)]) == 0
     assert "sum" in capsys.readouterr().out
+
+
+def test_a_failed_new_run_keeps_its_directory_once_anything_was_paid(tmp_path):
+    """A run stopped before its first query (Ctrl-C, a quota error) may already have paid
+    answers in its cache, ledger or journal: those must survive the cleanup."""
+    from izray import cli
+    from izray.evaluation.cache import CachedAnswer, ResponseCache
+    from izray.evaluation.ledger import CallRecord, Journal, Ledger
+
+    empty = tmp_path / "empty"
+    (empty / "journal").mkdir(parents=True)
+    (empty / "config.json").write_text("{}")
+    Ledger(empty / "ledger.sqlite").close()  # created at start, no call in it
+    assert cli._nothing_recorded(empty)
+
+    paid = CallRecord("c1", "plural", "k", True, "cats", 10, 1, 1)
+    ledgered = tmp_path / "ledgered"
+    Ledger(ledgered / "ledger.sqlite").record([paid])
+    cached = tmp_path / "cached"
+    cached.mkdir()
+    cache = ResponseCache(cached / "cache.sqlite")
+    cache.put_many({"k": CachedAnswer("cats", 10, 1)})
+    cache.close()
+    journaled = tmp_path / "journaled"
+    journal = Journal(journaled / "journal" / "w.jsonl")
+    journal.append(paid)
+    journal.close()
+    for out in (ledgered, cached, journaled):
+        assert not cli._nothing_recorded(out), out.name

@@ -164,3 +164,18 @@ def test_the_database_holds_no_prompt_or_secret_in_clear(tmp_path: Path) -> None
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert b"a distinctive prompt text" not in raw  # only its hash is stored
     assert b"api.example.com" not in raw
+
+
+
+def test_a_journaled_answer_that_is_not_text_is_a_paid_call_without_an_answer(tmp_path):
+    from izray.evaluation.ledger import read_journals
+
+    (tmp_path / "w.jsonl").write_text("\n".join(json.dumps(d) for d in [
+        {"id": "a", "key": "k1", "ok": True, "text": "cats", "attempts": 1},
+        {"id": "b", "key": "k2", "ok": True, "text": ["cats"], "attempts": 1},
+        {"id": "c", "key": "k3", "ok": True, "text": 7, "attempts": 2}]) + "\n")
+    records = {r.id: r for r in read_journals(tmp_path)}
+    assert set(records) == {"a", "b", "c"}  # every paid call is still accounted for
+    assert records["a"].ok and records["a"].text == "cats"
+    assert not records["b"].ok and records["b"].text is None and records["b"].error
+    assert not records["c"].ok and records["c"].attempts == 2

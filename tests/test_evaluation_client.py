@@ -497,3 +497,46 @@ def test_a_429_lowers_the_limiter_factor(simulator) -> None:
     assert lim.stats.tokens_reserved == r.prompt_tokens + max(r.completion_tokens,
                                                               client.max_tokens)
     assert limiter.calls[-3:] == ["reserve", "settle", "success"]
+
+
+# ------------------------------------------- hostile Retry-After and bad 200 answers (issue 10)
+
+
+@pytest.mark.parametrize("header", ["inf", "1e400", "86400", "-5", "nan", "soon",
+                                    "Wed, 21 Oct 2099 07:28:00 GMT", "Mon, 99 Foo 0000"])
+def test_a_hostile_retry_after_neither_wedges_the_limiter_nor_fails_the_call(
+        simulator, header: str) -> None:
+    clock = [100.0]
+    lim = RateLimiter(rpm=600, tpm=None, clock=lambda: clock[0])
+    sim = simulator(fail_first_429=1, retry_after=header, noise=0.0)
+    client, sleeps = client_for(sim, limiter=AsyncLimiter(lim), max_attempts=3)
+    r = complete(client)
+    assert r.text == "cats" and r.attempts == 2 == sim.stats.requests
+    # The limiter holds nothing longer than the cap, and no wait was longer either.
+    assert lim.get_state()["not_before_in"] <= C.RETRY_AFTER_MAX_S
+    assert sleeps.waits and all(0 <= w <= C.RETRY_AFTER_MAX_S + 0.1 for w in sleeps.waits)
+
+
+def test_the_limiter_clamps_a_wait_it_is_told_directly() -> None:
+    lim = RateLimiter(rpm=600, tpm=None, clock=lambda: 0.0)
+    lim.on_throttled(float("inf"))
+    assert lim.get_state()["not_before_in"] == C.RETRY_AFTER_MAX_S
+    lim.on_throttled(float("nan"))
+    assert lim.get_state()["not_before_in"] == C.RETRY_AFTER_MAX_S
+
+
+@pytest.mark.parametrize("kind", ["list", "int", "null", "no_choices"])
+def test_a_200_without_text_content_is_retried_not_returned(simulator, kind: str) -> None:
+    sim = simulator(bad_first=1, bad_kind=kind, noise=0.0)
+    client, sleeps = client_for(sim, api="chat", max_attempts=3)
+    r = complete(client)
+    assert r.text == "cats" and isinstance(r.text, str) and r.attempts == 2
+    assert sim.stats.injected_malformed == 1 and len(sleeps.waits) == 1
+
+
+def test_a_200_without_text_content_every_time_fails_the_call(simulator) -> None:
+    sim = simulator(bad_first=10, bad_kind="list")
+    client, _ = client_for(sim, api="chat", max_attempts=3)
+    with pytest.raises(CallFailed, match="content is list"):
+        complete(client)
+    assert sim.stats.requests == 3

@@ -51,7 +51,8 @@ class ResponseCache:
                          "NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER, t REAL)")
 
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
-        """The stored answers among ``keys``."""
+        """The stored answers among ``keys`` (a row whose text is not text, as an older izray
+        could store from a malformed 200, counts as absent and is asked again)."""
         keys = list(keys)
         out: dict[str, CachedAnswer] = {}
         for start in range(0, len(keys), 500):
@@ -60,6 +61,8 @@ class ResponseCache:
                 f"SELECT key, text, prompt_tokens, completion_tokens FROM answers WHERE key IN "
                 f"({','.join('?' * len(chunk))})", chunk).fetchall()
             for key, text, pt, ct in rows:
+                if not isinstance(text, str):
+                    continue
                 out[key] = CachedAnswer(text, int(pt or 0), int(ct or 0))
         return out
 

@@ -13,9 +13,11 @@ Retries are ours, not the SDK's (``max_retries=0``), so every attempt is counted
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -66,27 +68,47 @@ class MalformedResponse(Exception):
 
 
 def retry_after_seconds(err: BaseException) -> float | None:
-    """Seconds from a ``Retry-After`` / ``retry-after-ms`` header, if the error carries one."""
+    """Seconds from a ``Retry-After`` / ``retry-after-ms`` header, if the error carries one.
+
+    The one place a server's wait is read: the value is clamped to
+    ``[0, RETRY_AFTER_MAX_S]`` (``inf``, ``1e400`` or a day would otherwise wedge the shared
+    limiter for every run on the endpoint), and a value that is neither a number nor an HTTP
+    date counts as absent (the 429 is still retried, with backoff).
+    """
     response = getattr(err, "response", None)
     headers = getattr(response, "headers", None)
     if not headers:
         return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
+    seconds = None
+    ms = _number(headers.get("retry-after-ms"))
+    if ms is not None:
+        seconds = ms / 1000.0
+    else:
+        value = headers.get("retry-after")
+        seconds = _number(value)
+        if seconds is None and value:
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                parsed = None
+            if parsed is not None:
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=datetime.UTC)
+                seconds = parsed.timestamp() - time.time()
+    if seconds is None:
+        return None
+    return min(max(0.0, seconds), C.RETRY_AFTER_MAX_S)
+
+
+def _number(value: str | None) -> float | None:
+    """A header's value as a number of seconds (``inf`` kept: it clamps to the cap), or None."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        x = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+        return None
+    return None if math.isnan(x) else x
 
 
 def _status(err: BaseException) -> int | None:
@@ -245,7 +267,9 @@ class BlackBoxClient:
             choices = getattr(resp, "choices", None)
             if not choices or getattr(choices[0], "message", None) is None:
                 raise MalformedResponse("no choices in the response")
-            text = choices[0].message.content or ""
+            text = choices[0].message.content
+            if not isinstance(text, str):  # null, a list of parts, a number: no answer to keep
+                raise MalformedResponse(f"message content is {type(text).__name__}, not text")
         else:
             resp = await self._client.completions.create(
                 model=self.model, prompt=prompt, temperature=self.temperature,

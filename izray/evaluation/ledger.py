@@ -56,9 +56,14 @@ class CallRecord:
 
     @classmethod
     def from_dict(cls, d: dict) -> CallRecord:
-        return cls(str(d["id"]), str(d.get("tag", "")), str(d["key"]), bool(d["ok"]),
-                   d.get("text"), int(d.get("prompt_tokens", 0)),
-                   int(d.get("completion_tokens", 0)), int(d.get("attempts", 0)), d.get("error"))
+        """A record from its JSON line. An ``ok`` record whose text is not text (an older
+        izray journaled malformed 200s) stays a paid call but no answer: it is asked again."""
+        text = d.get("text")
+        ok = bool(d["ok"]) and isinstance(text, str)
+        error = d.get("error") if ok or not d["ok"] else "the answer was not text"
+        return cls(str(d["id"]), str(d.get("tag", "")), str(d["key"]), ok,
+                   text if isinstance(text, str) else None, int(d.get("prompt_tokens", 0)),
+                   int(d.get("completion_tokens", 0)), int(d.get("attempts", 0)), error)
 
 
 class Journal:

@@ -21,9 +21,12 @@ limit, and a raised limit is found again.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from izray import _constants as C
 
 #: Rate factor after a 429 episode is multiplied by this (multiplicative decrease).
 DECREASE = 0.85
@@ -131,7 +134,14 @@ class RateLimiter:
         self.stats.tokens_reserved += actual - estimated
 
     def on_throttled(self, retry_after: float | None) -> None:
-        """A 429 arrived: schedule nothing before Retry-After; cut the rate once per episode."""
+        """A 429 arrived: schedule nothing before Retry-After; cut the rate once per episode.
+
+        ``retry_after`` is clamped to ``[0, RETRY_AFTER_MAX_S]`` here too: this limiter may be
+        shared by every run on the endpoint and outlive the job that reported the wait.
+        """
+        if retry_after is not None:
+            retry_after = (min(max(0.0, float(retry_after)), C.RETRY_AFTER_MAX_S)
+                           if not math.isnan(retry_after) else None)
         now = self.clock()
         self.stats.throttled += 1
         if retry_after:

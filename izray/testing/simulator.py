@@ -54,9 +54,18 @@ class SimConfig:
     malformed: float = 0.0
     hang_s: float = 30.0
     retry_after_s: float = 1.0
+    retry_after: str | None = None  # verbatim Retry-After of injected 429s (e.g. "1e400")
+    fail_first_429: int = 0  # the first N completion requests answer an injected 429
+    bad_first: int = 0  # the first N (after those 429s) answer 200 with a bad body ...
+    bad_kind: str = "list"  # ... of this kind: one of BAD_KINDS
     noise: float = 0.1
     seed: int = 0
     landscape: str = "classic"
+
+
+BAD_KINDS = ("list", "int", "null", "no_choices", "html")
+"""Bad 200 answers ``bad_first`` can inject: chat ``message.content`` as a list of parts, a
+number or null; ``choices: []``; an HTML page instead of JSON."""
 
 
 @dataclass
@@ -184,6 +193,7 @@ class Simulator:
         self.rng = random.Random(cfg.seed)
         self._window: deque[tuple[float, int]] = deque()
         self._inflight = 0
+        self._served = 0  # completion requests past the auth, JSON and model checks
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -278,11 +288,16 @@ class Simulator:
         latency = (lo + (hi - lo) * self.rng.random()) / 1000.0
         self._inflight += 1
         st.max_inflight = max(st.max_inflight, self._inflight)
+        self._served += 1
         try:
-            if u < c.fail_429:
+            if u < c.fail_429 or self._served <= c.fail_first_429:
                 st.injected_429 += 1
+                header = c.retry_after if c.retry_after is not None else f"{c.retry_after_s:g}"
                 return _error(429, "Rate limit reached (injected)", "rate_limit_exceeded",
-                              headers={"Retry-After": f"{c.retry_after_s:g}"})
+                              headers={"Retry-After": header})
+            if self._served <= c.fail_first_429 + c.bad_first:
+                st.injected_malformed += 1
+                return _bad(c.bad_kind, model, chat)
             u -= c.fail_429
             if u < c.fail_500:
                 st.injected_500 += 1
@@ -324,6 +339,24 @@ class Simulator:
                                       "model": model, "choices": [choice], "usage": usage})
         finally:
             self._inflight -= 1
+
+
+def _bad(kind: str, model: str, chat: bool) -> web.Response:
+    """A 200 whose body is no usable answer (``BAD_KINDS``)."""
+    if kind == "html":
+        return web.Response(status=200, text="<html><body>Welcome to nginx!</body></html>",
+                            content_type="text/html")
+    content = {"list": [{"type": "text", "text": "cats"}], "int": 7, "null": None}.get(kind)
+    if kind == "no_choices":
+        choices = []
+    elif chat:
+        choices = [{"index": 0, "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop"}]
+    else:
+        choices = [{"index": 0, "text": content, "finish_reason": "stop", "logprobs": None}]
+    return web.json_response({"id": "bad", "object": "chat.completion" if chat else
+                              "text_completion", "created": 0, "model": model,
+                              "choices": choices})
 
 
 def _error(status: int, message: str, code: str, headers: dict | None = None) -> web.Response:
