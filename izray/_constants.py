@@ -61,6 +61,9 @@ BACKOFF_MAX_S = 60.0
 #: Retry-After values above this are shortened to it (seconds), so one odd header cannot
 #: stall a call for hours; the attempt count still bounds the retries.
 RETRY_AFTER_MAX_S = 120.0
+#: Calls in a row that fail for a reason no retry fixes (a 400, a body that is no completion),
+#: before any call succeeded, that stop the run: the endpoint refuses what izray sends.
+REJECTED_CALLS_MAX = 3
 #: Served model name of the embedded local black box.
 EMBEDDED_MODEL_NAME = "izray-embedded"
 

@@ -212,9 +212,11 @@ def _nothing_recorded(out: Path) -> bool:
     history = out / "history.jsonl"
     if history.exists() and history.stat().st_size > 0:
         return False
-    if any(p.stat().st_size > 0 for p in (out / "journal").glob("*.jsonl")):
+    from izray.evaluation.ledger import read_journals
+
+    if (out / "journal").is_dir() and any(r.ok for r in read_journals(out / "journal")):
         return False
-    for name, table in ((LEDGER, "calls"), (CACHE, "answers")):
+    for name, table in ((LEDGER, "calls WHERE ok = 1"), (CACHE, "answers")):
         path = out / name
         if not path.exists():
             continue

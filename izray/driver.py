@@ -40,7 +40,7 @@ from izray.evaluation.ledger import Ledger, Usage, read_journals
 from izray.generation import ModelInfo
 from izray.lifecycle import Ports, Reference, TaskRun
 from izray.report import CACHE, LEDGER, RunDir
-from izray.runtime.calls import CallBroker
+from izray.runtime.calls import CallBroker, get_unwrapped
 from izray.search import SearcherBase, make_searcher
 from izray.softprompt import SoftPromptProjection, stable_seed
 from izray.tasks import Splits, Task, load_task, make_splits
@@ -351,13 +351,7 @@ class Driver:
 
 def _get(ref: ray.ObjectRef) -> Any:
     """``ray.get`` that re-raises izray errors from actors as themselves (one-line messages)."""
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as err:
-        cause = err.cause if hasattr(err, "cause") else None
-        if isinstance(cause, IzrayError):
-            raise cause from None
-        raise
+    return get_unwrapped(ref)
 
 
 def _compute_remote(num_cpus: float):

@@ -176,6 +176,17 @@ def _unknown_model(c: Ctx) -> list[str]:
                                             "evaluator.model=gpt-nope"))
 
 
+def _every_call_400(c: Ctx) -> list[str]:
+    sim = c.sim(fail_400=1.0)
+    return c.run("--tasks", "plural", *sets(*SIM, f"evaluator.base_url={sim.base_url}"))
+
+
+def _web_page_answers(c: Ctx) -> list[str]:
+    sim = c.sim(bad_first=10_000, bad_kind="html")
+    return c.run("--tasks", "plural", *sets(*SIM, f"evaluator.base_url={sim.base_url}",
+                                            "evaluator.max_attempts=1"))
+
+
 def _out_under_a_file(c: Ctx) -> list[str]:
     afile = c.tmp / "afile"
     afile.write_text("not a directory\n")
@@ -252,6 +263,9 @@ CASES = [
     Case("401-key-from-env", _wrong_key_env, "401 from http://127.0.0.1:", starts=True),
     Case("401-key-from-file", _wrong_key_file, "the API key was rejected", starts=True),
     Case("unknown-model", _unknown_model, "model 'gpt-nope' is not served", starts=True),
+    Case("400-on-every-call", _every_call_400, "all failed with HTTP 400", starts=True),
+    Case("web-page-on-every-call", _web_page_answers, "all failed with MalformedResponse",
+         starts=True),
     Case("resume-not-a-run", _resume_not_a_run, "is not an izray run directory"),
     Case("resume-empty-dir", _resume_empty_dir, "is not an izray run directory"),
     Case("resume-missing-dir", _resume_missing, "nope is not a directory"),

@@ -540,3 +540,89 @@ def test_a_200_without_text_content_every_time_fails_the_call(simulator) -> None
     with pytest.raises(CallFailed, match="content is list"):
         complete(client)
     assert sim.stats.requests == 3
+
+
+# ------------------------------------------------- an endpoint that refuses every call (issue 10)
+
+
+def many(client: BlackBoxClient, n: int) -> list:
+    """``n`` calls one after another on one client (one loop), results or exceptions."""
+
+    async def go() -> list:
+        out = []
+        try:
+            for i in range(n):
+                try:
+                    out.append(await client.complete(f"{PROMPT} {i}"))
+                except (CallFailed, EndpointError) as err:
+                    out.append(err)
+                    if isinstance(err, EndpointError):
+                        break
+        finally:
+            await client.close()
+        return out
+
+    return asyncio.run(go())
+
+
+def test_a_400_on_every_call_stops_after_a_few_calls(error_server) -> None:
+    server = error_server(400, "invalid_request_error", "Unsupported parameter: 'stop'")
+    client, _ = client_for(server, max_attempts=5)
+    out = many(client, 10)
+    assert [type(x) for x in out] == [CallFailed] * (C.REJECTED_CALLS_MAX - 1) + [EndpointError]
+    assert server.stats.requests == C.REJECTED_CALLS_MAX
+    assert "evaluator.api" in str(out[-1]) and "HTTP 400" in str(out[-1])
+
+
+def test_an_html_page_on_every_call_stops_after_a_few_calls(simulator) -> None:
+    sim = simulator(bad_first=100, bad_kind="html")
+    client, _ = client_for(sim, api="completions", max_attempts=2)
+    out = many(client, 10)
+    assert isinstance(out[-1], EndpointError) and len(out) == C.REJECTED_CALLS_MAX
+    assert sim.stats.requests == 2 * C.REJECTED_CALLS_MAX
+
+
+def test_a_400_after_successes_only_fails_that_call(simulator, error_server) -> None:
+    ok = simulator(noise=0.0)
+    client, _ = client_for(ok)
+    assert all(not isinstance(r, Exception) for r in many(client, 2))
+    # the same client object would have counted successes: a fresh one against a 400 server
+    # fails only after REJECTED_CALLS_MAX; a client that succeeded before never stops the run
+    server = error_server(400, "context_length_exceeded", "too long")
+    client, _ = client_for(server)
+    client._succeeded = 1
+    out = many(client, C.REJECTED_CALLS_MAX + 2)
+    assert all(isinstance(x, CallFailed) for x in out)
+
+
+class HtmlServer:
+    """A web server that is no OpenAI API: every GET is a web page."""
+
+    def __init__(self) -> None:
+        self.stats = SimStats()
+
+    def app(self) -> web.Application:
+        async def page(request: web.Request) -> web.Response:
+            return web.Response(text="<html><body>It works!</body></html>",
+                                content_type="text/html")
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", page)
+        return app
+
+
+def test_the_start_check_refuses_a_web_page_at_base_url() -> None:
+    server = RunningSimulator(HtmlServer())  # type: ignore[arg-type]
+    try:
+        client = BlackBoxClient(server.base_url, "sim-model")
+
+        async def go() -> None:
+            try:
+                await client.check()
+            finally:
+                await client.close()
+
+        with pytest.raises(EndpointError, match="not an OpenAI-compatible model list"):
+            asyncio.run(go())
+    finally:
+        server.stop()

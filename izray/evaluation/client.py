@@ -191,6 +191,8 @@ class BlackBoxClient:
         self.key_env = key_env
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY",
                                           max_retries=0, timeout=timeout_s)
+        self._succeeded = 0  # calls answered so far
+        self._rejected = 0  # calls in a row that failed for a reason no retry fixes
 
     def settings(self) -> dict[str, Any]:
         """Everything that determines an answer besides the prompt (the cache key's base)."""
@@ -251,13 +253,35 @@ class BlackBoxClient:
                                  retry=retry_if_exception(is_retryable), sleep=self.sleep,
                                  before_sleep=self._before_sleep, reraise=True)
         try:
-            return await retrying(attempt)
+            result = await retrying(attempt)
         except Exception as err:
             fatal = fatal_error(err, self.shown_url, self.model, self.key_env)
             if fatal is not None:
                 raise fatal from None
+            self._reject(err)
             raise CallFailed(f"call failed after {attempts} attempt(s): {_describe(err)}",
                              attempts=attempts) from err
+        self._succeeded += 1
+        self._rejected = 0
+        return result
+
+    def _reject(self, err: BaseException) -> None:
+        """Count a call that failed for a reason no retry fixes (a 4xx such as 400 or 422,
+        or a body that is no completion); before any call succeeded, ``REJECTED_CALLS_MAX``
+        in a row mean the endpoint refuses what izray sends: stop before the budget burns."""
+        status = _status(err)
+        if not (isinstance(err, (MalformedResponse, openai.APIResponseValidationError))
+                or (status is not None and 400 <= status < 500 and not is_retryable(err))):
+            self._rejected = 0
+            return
+        self._rejected += 1
+        if self._succeeded == 0 and self._rejected >= C.REJECTED_CALLS_MAX:
+            raise EndpointError(
+                f"the first {self._rejected} calls to {self.shown_url} all failed with "
+                f"{_describe(err)}: the endpoint does not accept izray's requests; check "
+                "evaluator.base_url (an OpenAI-compatible API, usually ending in /v1), "
+                "evaluator.api (chat or completions) and the parameters it sends "
+                "(evaluator.model, max_tokens, temperature, stop)") from None
 
     async def _request(self, prompt: str) -> tuple[str, tuple[int | None, int | None]]:
         if self.api == "chat":
@@ -301,13 +325,22 @@ class BlackBoxClient:
             if isinstance(err, openai.APIConnectionError):
                 raise EndpointError(f"cannot reach {self.shown_url}: {_describe(err)}; check "
                                     "evaluator.base_url and that the server is up") from None
+            if not isinstance(err, openai.APIStatusError):  # an answer the SDK cannot read
+                raise EndpointError(self._not_an_api()) from None
             log.warning("endpoint check got %s; continuing", _describe(err))
             return
-        names = [m.id for m in getattr(page, "data", []) or []]
+        if isinstance(page, str) or not isinstance(getattr(page, "data", None), list):
+            raise EndpointError(self._not_an_api())
+        names = [getattr(m, "id", None) for m in page.data]
         if names and self.model not in names:
             shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
             raise EndpointError(f"model {self.model!r} is not served at {self.shown_url} "
                                 f"(it serves: {shown}); fix evaluator.model")
+
+    def _not_an_api(self) -> str:
+        return (f"{self.shown_url}/models answered with something that is not an "
+                "OpenAI-compatible model list (a web page?); check evaluator.base_url (it "
+                "usually ends in /v1)")
 
     async def close(self) -> None:
         await self._client.close()

@@ -18,12 +18,25 @@ from typing import Any
 
 import ray
 
+from izray.errors import IzrayError
 from izray.evaluation import CachedAnswer, CallOutcome, ResponseCache, cache_key
 from izray.evaluation.ledger import CallRecord, Ledger, Usage
 
 #: ``done(answers, usage, error)``: answers align with the prompts (``None`` where a call
 #: failed); ``usage`` is what *this* request paid; ``error`` is the first failure, if any.
 DoneFn = Callable[[list[str | None], "Usage", str | None], None]
+
+
+def get_unwrapped(ref: ray.ObjectRef):
+    """``ray.get`` that re-raises izray errors from actors as themselves (their one-line
+    message, not Ray's remote traceback)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, IzrayError):
+            raise cause from None
+        raise
 
 
 @dataclass(eq=False)
@@ -94,7 +107,7 @@ class CallBroker:
     def _on_outcomes(self, ref: ray.ObjectRef, keys: list[str], payer: _Request,
                      tag: str) -> None:
         self.finish(ref)
-        outcomes: list[CallOutcome] = ray.get(ref)
+        outcomes: list[CallOutcome] = get_unwrapped(ref)
         self.ledger.record(
             CallRecord(oc.call_id, tag, key, oc.ok, None, oc.prompt_tokens, oc.completion_tokens,
                        oc.attempts, oc.error)

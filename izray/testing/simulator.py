@@ -50,6 +50,7 @@ class SimConfig:
     latency_ms: tuple[float, float] = (0.0, 0.0)
     fail_429: float = 0.0
     fail_500: float = 0.0
+    fail_400: float = 0.0  # "Unsupported parameter" (what no retry fixes)
     timeout: float = 0.0
     malformed: float = 0.0
     hang_s: float = 30.0
@@ -295,6 +296,9 @@ class Simulator:
                 header = c.retry_after if c.retry_after is not None else f"{c.retry_after_s:g}"
                 return _error(429, "Rate limit reached (injected)", "rate_limit_exceeded",
                               headers={"Retry-After": header})
+            if c.fail_400 and self.rng.random() < c.fail_400:
+                return _error(400, "Unsupported parameter: 'stop' is not supported with this "
+                              "model.", "invalid_request_error")
             if self._served <= c.fail_first_429 + c.bad_first:
                 st.injected_malformed += 1
                 return _bad(c.bad_kind, model, chat)
