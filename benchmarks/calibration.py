@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from _common import machine, table, write_result
 
-from izray.bo.surrogate import fit_surrogate
+from izray.bo.surrogate import fit_surrogate, select_residual
 
 #: Floor of the standardizing sd: one example in 20 (a flat history's sd is ~0 and would blow
 #: up its errors; coverage does not depend on it).
@@ -72,7 +72,11 @@ def replay(h: dict, kind: str, residual: float, start: int, batch: int, every: i
     for t in range(start, n - batch + 1, batch * every):
         x, y, s = (torch.tensor(h[k][:t]) for k in ("x", "y", "s"))
         scale = max(float(y.std()), SCALE_FLOOR)
-        model = fit_surrogate(x, y, s, seed=t, kind=kind, residual=residual)
+        if kind == "ic_residual" and residual < 0:  # "auto": chosen on the latest batch
+            rho = select_residual(x, y, s, holdout=batch, seed=t)
+            model = fit_surrogate(x, y, s, seed=t, kind=kind, residual=rho)
+        else:
+            model = fit_surrogate(x, y, s, seed=t, kind=kind, residual=residual)
         with torch.no_grad():
             post = model.posterior(torch.tensor(h["x"][t:t + batch]), observation_noise=True)
             mu = post.mean.squeeze(-1).numpy()
@@ -90,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("runs", nargs="+", type=Path, help="run directories (with state/)")
     p.add_argument("--surrogates", default="ic,ic_residual,matern")
-    p.add_argument("--residuals", default="3", help="rho values tried for ic_residual")
+    p.add_argument("--residuals", default="3",
+                   help="rho values tried for ic_residual; 'auto' chooses rho per fit by the "
+                        "predictive density of the latest batch (select_residual)")
     p.add_argument("--start", type=int, default=10, help="first training size")
     p.add_argument("--batch", type=int, default=5, help="points predicted after each fit")
     p.add_argument("--every", type=int, default=2, help="fit after every K-th batch")
@@ -106,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     arms = []
     for kind in args.surrogates.split(","):
         if kind == "ic_residual":
-            arms += [(f"ic_residual rho={r:g}", kind, r)
-                     for r in (float(v) for v in args.residuals.split(","))]
+            for v in args.residuals.split(","):
+                if v.strip() == "auto":
+                    arms.append(("ic_residual rho=auto", kind, -1.0))
+                else:
+                    arms.append((f"ic_residual rho={float(v):g}", kind, float(v)))
         else:
             arms.append((kind, kind, 0.0))
     t0 = time.monotonic()

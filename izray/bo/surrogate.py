@@ -64,6 +64,12 @@ DEFAULT_SURROGATE = C.BO_SURROGATE
 DEFAULT_RESIDUAL = C.BO_RESIDUAL
 """Residual weight ``rho`` in standardized units (``benchmarks/calibration.py``)."""
 
+RESIDUAL_GRID = (1.0, 3.0, 10.0, 30.0)
+"""Residual weights ``select_residual`` chooses from (standardized units)."""
+
+SELECT_MIN_TRAIN = 8
+"""Fewest observations left to fit on when choosing the residual by a holdout."""
+
 FALLBACK_EPS = 1e-2
 """Jitter of the retry after a failed fit: 100x the default, still small next to 1."""
 
@@ -237,3 +243,53 @@ def fit_surrogate(
         logger.warning("surrogate fit failed again (%s); using the initial hyperparameters", err)
     model = build_surrogate(train_x, train_y, train_s, eps=FALLBACK_EPS, **build)
     return model.eval()
+
+
+def select_residual(
+    train_x: Tensor,
+    train_y: Tensor,
+    train_s: Tensor,
+    *,
+    holdout: int,
+    seed: int,
+    grid: tuple[float, ...] = RESIDUAL_GRID,
+    default: float = DEFAULT_RESIDUAL,
+    maxiter: int = DEFAULT_FIT_MAXITER,
+) -> float:
+    """The residual weight whose fit best predicts the latest observations.
+
+    Each ``rho`` in ``grid`` is fitted on all but the last ``holdout`` observations (the most
+    recently scored batch) and scored by the Gaussian log predictive density of those
+    ``holdout`` scores, observation noise included: the weight that would have been best
+    calibrated on the newest evidence.
+
+    Args:
+        train_x: ``n x d`` observed points, in the order they were scored.
+        train_y: ``n`` scores.
+        train_s: ``n x m`` per-example scores.
+        holdout: how many of the latest observations are predicted.
+        seed: fit seed.
+        grid: candidate weights.
+        default: returned when fewer than ``SELECT_MIN_TRAIN + holdout`` observations exist.
+        maxiter: L-BFGS iterations per fit.
+
+    Returns:
+        The chosen ``rho`` (ties go to the smaller).
+    """
+    n = train_y.shape[0]
+    if holdout < 1 or n - holdout < SELECT_MIN_TRAIN:
+        return default
+    x, y, s = train_x[:-holdout], train_y[:-holdout], train_s[:-holdout]
+    hx, hy = train_x[-holdout:].to(torch.double), train_y[-holdout:].to(torch.double)
+    best, best_lpd = default, -math.inf
+    for rho in sorted(grid):
+        model = fit_surrogate(x, y, s, seed=seed, kind="ic_residual", residual=rho,
+                              maxiter=maxiter)
+        with torch.no_grad():
+            post = model.posterior(hx, observation_noise=True)
+            mu = post.mean.reshape(-1)
+            sd = post.variance.reshape(-1).clamp_min(1e-12).sqrt()
+            lpd = float(torch.distributions.Normal(mu, sd).log_prob(hy).sum())
+        if lpd > best_lpd + 1e-9:
+            best, best_lpd = rho, lpd
+    return best
