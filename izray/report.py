@@ -35,8 +35,23 @@ CACHE = "cache.sqlite"
 LEDGER = "ledger.sqlite"
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux ``/proc``), else set-and-restore."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON via a temp file + fsync + rename: a crash leaves the old or the new file."""
+    """Write JSON via a temp file + fsync + rename: a crash leaves the old or the new file.
+    The file gets the mode a plain ``open`` would give it (``0o666`` minus the umask), not
+    ``mkstemp``'s 0600 nor a fixed 0644: an operator's ``umask 077`` keeps results private."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -45,7 +60,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
