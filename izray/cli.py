@@ -244,9 +244,11 @@ def _execute(cfg, rundir, tasks, resume: bool) -> dict:
         queries = sum(r.queries for r in driver.runs.values())
         log.info("resuming %s: %d/%d task(s) finished, %d queries done", rundir.path, done,
                  len(tasks), queries)
-        if done == len(tasks):
+        if done == len(tasks):  # nothing to do; the summary may be stale (a kill before it)
+            summary = driver.summary()
+            rundir.write_summary(summary)
             driver.close()
-            return driver.summary()
+            return summary
     log.info("izray: %d task(s) %s, budget %d each, black box: %s; run directory %s",
              len(tasks), ", ".join(t.name for t, _ in tasks), cfg.bo.budget,
              describe_endpoint(cfg), rundir.path)

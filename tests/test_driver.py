@@ -259,3 +259,15 @@ def test_stop_at_max_ends_a_task_at_a_perfect_dev_score(ray_local, simulator, tm
     assert r["test_score"] is not None and r["finished"]
     # only the candidates in flight when the perfect score arrived were told after it
     assert len(history) <= first["step"] + 3
+
+
+def test_resuming_a_finished_run_rewrites_a_stale_summary(ray_local, simulator, tmp_path):
+    sim = simulator(latency_ms=(1, 3))
+    out = tmp_path / "run"
+    assert run_config(sim_config(sim, "tasks.names=[plural]", "bo.budget=6"), out) == 0
+    good = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text('{"tasks": {}}')  # killed before the summary was written
+    assert main(["resume", str(out)]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["tasks"]["plural"]["test_score"] == good["tasks"]["plural"]["test_score"]
+    assert again["tasks"]["plural"]["queries"] == good["tasks"]["plural"]["queries"] == 6
