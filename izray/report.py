@@ -33,6 +33,9 @@ HISTORY = "history.jsonl"
 CONFIG = "config.json"
 CACHE = "cache.sqlite"
 LEDGER = "ledger.sqlite"
+JOURNAL_MARK = ".run-dir"
+"""File in ``journal/`` written by the driver; an evaluator that cannot see it would journal
+its calls somewhere no resume reads (a node without the run's volume)."""
 
 
 def _umask() -> int:
@@ -111,6 +114,9 @@ class RunDir:
         self._lock.flush()
         for sub in ("state", "logs", "journal"):
             (self.path / sub).mkdir(exist_ok=True)
+        mark = self.journal_dir / JOURNAL_MARK  # evaluators check they see this very directory
+        if not mark.is_file():
+            mark.write_text(str(self.path.resolve()) + "\n")
         self._history = open(self.path / HISTORY, "a", encoding="utf-8")  # noqa: SIM115
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import ray
 
 from izray.config import GeneratorConfig
 from izray.runtime.pools import GeneratorPool, auto_pool_size
@@ -62,3 +63,31 @@ def test_fixed_or_uncapped_pools_ask_for_nothing(ray_local):
             assert _requested() in (None, [])
         finally:
             pool.shutdown()
+
+
+def test_an_evaluator_that_cannot_see_the_run_journal_fails_the_start(ray_local, tmp_path,
+                                                                      simulator):
+    """A node without the run's volume would journal paid calls where no resume reads them
+    (a fresh directory there, or none at all): the start check says so in one line."""
+    from izray.errors import RunStateError
+    from izray.report import JOURNAL_MARK, RunDir
+    from izray.runtime.actors import EvaluatorActor
+    from izray.runtime.calls import get_unwrapped
+
+    sim = simulator()
+    kwargs = {"base_url": sim.base_url, "model": "sim-model"}
+    settings = {"endpoint": sim.base_url}
+    elsewhere = tmp_path / "not-the-run" / "journal"  # what another node would see
+    actor = EvaluatorActor.options(num_cpus=0).remote(kwargs, 2, "NO_SUCH_KEY", None, None,
+                                                      settings, str(elsewhere))
+    with pytest.raises(RunStateError, match="does not see the run directory's journal"):
+        get_unwrapped(actor.check.remote())
+    ray.kill(actor)
+
+    run = RunDir(tmp_path / "run")  # the driver's run directory marks its journal
+    assert (run.journal_dir / JOURNAL_MARK).is_file()
+    actor = EvaluatorActor.options(num_cpus=0).remote(kwargs, 2, "NO_SUCH_KEY", None, None,
+                                                      settings, str(run.journal_dir))
+    get_unwrapped(actor.check.remote())  # sees it: the endpoint check runs and passes
+    ray.kill(actor)
+    run.close()

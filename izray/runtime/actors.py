@@ -168,18 +168,34 @@ class EvaluatorActor:
         self.client = BlackBoxClient(api_key=key, key_env=key_env,
                                      limiter=_RemoteLimiter(limiter) if limiter else None,
                                      **client_kwargs)
+        from izray.report import JOURNAL_MARK
+
         journal, known = None, {}
+        self.journal_problem: str | None = None
         if journal_dir is not None and call_settings is not None:
-            try:
-                known = {r.key: r.text for r in read_journals(journal_dir) if r.ok}
-                journal = Journal(Path(journal_dir) / f"eval-{uuid.uuid4().hex[:12]}.jsonl")
-            except OSError as err:
-                logging.getLogger(__name__).warning(
-                    "no call journal on this node (%s): calls in flight at a crash may be "
-                    "paid again", err)
+            where = f"node {ray.util.get_node_ip_address()}"
+            if not (Path(journal_dir) / JOURNAL_MARK).is_file():
+                self.journal_problem = (
+                    f"the evaluator on {where} does not see the run directory's journal at "
+                    f"{journal_dir}: its paid calls would be journaled where no resume reads "
+                    "them; put --out on a volume every node mounts (or run the evaluators on "
+                    "the head node)")
+            else:
+                try:
+                    known = {r.key: r.text for r in read_journals(journal_dir) if r.ok}
+                    journal = Journal(Path(journal_dir) / f"eval-{uuid.uuid4().hex[:12]}.jsonl")
+                except OSError as err:
+                    self.journal_problem = (f"the evaluator on {where} cannot write the journal "
+                                            f"at {journal_dir} ({err.strerror or err}); "
+                                            "check the run directory's permissions and space")
         self.evaluator = Evaluator(self.client, concurrency, call_settings, journal, known)
 
     async def check(self) -> None:
+        """Fail fast: no durable journal here, or a bad endpoint, key or model."""
+        if self.journal_problem is not None:
+            from izray.errors import RunStateError
+
+            raise RunStateError(self.journal_problem)
         await self.client.check()
 
     async def evaluate(self, prompts: list[str], tag: str = ""):

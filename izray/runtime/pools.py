@@ -27,6 +27,7 @@ from izray.runtime.actors import (
     EvaluatorActor,
     GeneratorActor,
 )
+from izray.runtime.calls import get_unwrapped
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,8 @@ class EvaluatorPool:
 
     def check(self) -> None:
         """Fail fast on a bad endpoint, key or model (raises the actor's EndpointError)."""
-        ray.get([s.actor.check.remote() for s in self.slots])
+        for ref in [s.actor.check.remote() for s in self.slots]:
+            get_unwrapped(ref)
 
     def submit(self, prompts: list[str], tag: str = "") -> ray.ObjectRef:
         slot = min(self.slots, key=lambda s: (len(s.inflight), next(self._rr)))

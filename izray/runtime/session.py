@@ -195,7 +195,7 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
             run_id = hashlib.sha256(str(run_path.resolve()).encode()).hexdigest()[:12]
             prefix = f"izray-eval-{run_id}"
         evaluators = EvaluatorPool(ev, client_kwargs, limiter, call_settings,
-                                   str(run_path / "journal"), prefix)
+                                   str((run_path / "journal").resolve()), prefix)
         pools.append(evaluators)
         evaluators.check()
         log.info("ready in %.0f s: generator %s (hidden %d), black box at %s", time.monotonic() - t0,
