@@ -36,7 +36,7 @@ from izray.costs import total as sum_usage
 from izray.errors import IzrayError, RunStateError
 from izray.evaluation import ResponseCache, resolve_api, template_for
 from izray.evaluation.cache import CachedAnswer
-from izray.evaluation.ledger import Ledger, Usage, read_journals
+from izray.evaluation.ledger import Ledger, Usage, lost_calls, read_journals
 from izray.generation import ModelInfo
 from izray.lifecycle import Ports, Reference, TaskRun
 from izray.report import CACHE, LEDGER, RunDir
@@ -134,6 +134,7 @@ class Driver:
         self._loop_start = (0.0, 0)  # (clock, queries) when this session's loop began
         self._last_scale = 0.0
         self.proposal_seconds = 0.0
+        self.lost_in_flight = 0  # calls sent but never journaled (see ingest_journals)
         self.proposals = 0
         self.busy_s = 0.0  # time the driver spent coordinating (not waiting)
         self.resumed = False
@@ -163,13 +164,24 @@ class Driver:
         self.resumed = True
         return sum(r.finished for r in self.runs.values())
 
-    def ingest_journals(self) -> int:
+    def ingest_journals(self, final: bool = False) -> int:
         """Fold the evaluator actors' journals into the ledger and the cache.
 
         Calls that completed while no driver was listening (a crash) are recorded and their
-        answers cached, so they count once and are never paid again.
+        answers cached, so they count once and are never paid again. With ``final`` (every
+        evaluator of the run is idle) calls that were sent but never journaled, because their
+        process died with the answer in flight, enter the ledger as failed one-attempt calls
+        and are counted in ``lost_in_flight``: the requests the server saw, answers lost.
         """
         records = list(read_journals(self.out.journal_dir))
+        if final:
+            lost = lost_calls(self.out.journal_dir)
+            self.lost_in_flight = len(lost)
+            if lost:
+                log.warning("%d call(s) were lost in flight at a crash (sent, then their "
+                            "process died before the answer was journaled): counted as failed "
+                            "calls; their prompts were asked again", len(lost))
+            records += lost
         new = self.ledger.record(records)
         self.cache.put_many({r.key: CachedAnswer(r.text, r.prompt_tokens, r.completion_tokens)
                              for r in records if r.ok and r.text is not None})
@@ -265,7 +277,7 @@ class Driver:
                     self.handlers.pop(ref)(ref)
             self._status()
         self.busy_s += self.clock() - t_loop
-        self.ingest_journals()
+        self.ingest_journals(final=True)
         summary = self.summary()
         self.out.write_summary(summary)
         return summary
@@ -339,7 +351,8 @@ class Driver:
         usage = {"queries": sum(r.queries for r in self.runs.values()),
                  "candidates": sum(r.n_candidates for r in self.runs.values()),
                  "api_calls": total.calls, "prompt_tokens": total.prompt_tokens,
-                 "completion_tokens": total.completion_tokens, "usd": self._usd(total)}
+                 "completion_tokens": total.completion_tokens, "usd": self._usd(total),
+                 "lost_in_flight": self.lost_in_flight}
         return {"strategy": self.cfg.strategy, "tasks": tasks, "usage": usage,
                 "config": config_to_dict(self.cfg)}
 

@@ -82,3 +82,44 @@ def test_sigkill_at_several_points_then_resume(ray_head, simulator, tmp_path):
     assert stats["repeated_prompts"] == 0, "a paid call was repeated after a crash"
     assert stats["requests"] == summary["usage"]["api_calls"]
     assert stats["unauthorized"] == 0
+
+
+def test_local_mode_kill_mid_call_reports_every_lost_call(simulator, tmp_path):
+    """Without RAY_ADDRESS the evaluators die with the driver, answers in flight included.
+    Those calls cannot be saved; they are counted exactly: each shows in the ledger as a
+    failed one-attempt call (so server requests == api_calls) and in lost_in_flight, which
+    bounds the prompts paid twice."""
+    sim = simulator(latency_ms=(500, 2000))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "tasks:\n  names: [plural]\n  n_test: 5\n  n_dev: 10\n"
+        "generator:\n  backend: sim\n"
+        f"evaluator:\n  base_url: {sim.base_url}\n  model: sim-model\n  concurrency: 16\n"
+        "bo:\n  budget: 6\n  n_init: 3\n  batch_size: 3\n  stop_at_max: false\n")
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    history = out / "history.jsonl"
+    proc = _driver(["run", str(cfg), "--out", str(out)], env)
+    deadline = time.monotonic() + 300
+    while _lines(history) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    first = sim.stats.requests
+    while sim.stats.requests == first and time.monotonic() < deadline:
+        time.sleep(0.01)  # wait for the next evaluations to be on the wire (0.5-2 s each)
+    before = sim.stats.requests
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, evaluators included
+    proc.wait()
+    final = subprocess.run([sys.executable, "-m", "izray.cli", "resume", str(out)], env=env,
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert final.returncode == 0, final.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    stats = sim.stats.as_dict()
+    lost = summary["usage"]["lost_in_flight"]
+    print(f"\nFIGURES local-mode kill: {before} requests before the kill, {lost} lost in "
+          f"flight, {stats['repeated_prompts']} prompts paid twice, server requests "
+          f"{stats['requests']}, accounted {summary['usage']['api_calls']}")
+    assert summary["tasks"]["plural"]["finished"]
+    assert lost > 0  # the window is real at this latency
+    assert stats["requests"] == summary["usage"]["api_calls"]
+    assert stats["repeated_prompts"] <= lost

@@ -7,7 +7,9 @@ every later call would fail the same way.
 Pay once, inside the evaluator too: with ``settings`` and a ``journal`` it journals every
 call's outcome the moment it completes (see :mod:`izray.evaluation.ledger`), answers prompts
 it has answered before (``known``, e.g. reloaded from the journals after a restart) without
-calling, and shares one call between identical prompts in flight at the same time.
+calling, and shares one call between identical prompts in flight at the same time. It also
+journals each call's id just before it is sent, so a call whose answer died with its process
+is known afterwards (:func:`izray.evaluation.ledger.lost_calls`).
 """
 
 from __future__ import annotations
@@ -70,15 +72,18 @@ class Evaluator:
         self._sem = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future] = {}
 
-    async def _call(self, prompt: str) -> CallOutcome:
+    async def _call(self, prompt: str, sent=None) -> CallOutcome:
+        """One call; ``sent(call_id)`` runs just before its first request leaves."""
+        call_id = uuid.uuid4().hex
         async with self._sem:
+            if sent is not None:
+                sent(call_id)
             try:
                 r = await self.client.complete(prompt)
             except CallFailed as err:
-                return CallOutcome(None, attempts=err.attempts, error=str(err),
-                                   call_id=uuid.uuid4().hex)
+                return CallOutcome(None, attempts=err.attempts, error=str(err), call_id=call_id)
             return CallOutcome(r.text, r.prompt_tokens, r.completion_tokens, r.attempts,
-                               call_id=uuid.uuid4().hex)
+                               call_id=call_id)
 
     async def _one(self, prompt: str, tag: str) -> CallOutcome:
         if self.settings is None:
@@ -92,7 +97,9 @@ class Evaluator:
         fut = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
-            outcome = await self._call(prompt)
+            journal = self.journal
+            outcome = await self._call(
+                prompt, None if journal is None else lambda cid: journal.sent(cid, tag, key))
             if self.journal is not None:
                 self.journal.append(CallRecord(outcome.call_id, tag, key, outcome.ok, outcome.text,
                                                outcome.prompt_tokens, outcome.completion_tokens,

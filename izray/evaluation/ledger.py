@@ -67,20 +67,66 @@ class CallRecord:
 
 
 class Journal:
-    """Append-only JSON lines, flushed and fsynced per record (one file per writer)."""
+    """Append-only JSON lines, flushed and fsynced per record (one file per writer).
+
+    Outcomes go to ``PATH`` (``*.jsonl``); the ids of calls about to be sent go to
+    ``PATH.sent`` (``{"id", "tag", "key"}`` lines), so that a call sent but never journaled
+    (its process died with the answer in flight) can be counted: :func:`lost_calls`.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived
+        self._sent = open(self.path.with_name(self.path.name + SENT_SUFFIX), "a",  # noqa: SIM115
+                          encoding="utf-8")
 
     def append(self, record: CallRecord) -> None:
         self._fh.write(record.to_json() + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
+    def sent(self, call_id: str, tag: str, key: str) -> None:
+        """Record that call ``call_id`` is about to be sent (before any request leaves)."""
+        self._sent.write(json.dumps({"id": call_id, "tag": tag, "key": key}) + "\n")
+        self._sent.flush()
+        os.fsync(self._sent.fileno())
+
     def close(self) -> None:
         self._fh.close()
+        self._sent.close()
+
+
+SENT_SUFFIX = ".sent"
+"""Suffix of a journal's sent-calls file (``eval-ID.jsonl.sent``)."""
+
+LOST_ERROR = "lost in flight: its process died before the answer was journaled"
+"""``error`` of the ledger record of a call sent but never journaled."""
+
+
+def lost_calls(directory: str | Path) -> list[CallRecord]:
+    """Calls sent but never journaled in ``directory`` (their writer died mid-call).
+
+    Call this when no writer of ``directory`` is still running (every call it sent has been
+    journaled by then, or never will be). Each lost call was sent at least once and may have
+    been paid; its answer is gone. Returned as failed records with one attempt, so that the
+    ledger counts the request; tokens are unknown (0).
+    """
+    directory = Path(directory)
+    done = {r.id for r in read_journals(directory)}
+    lost = []
+    for path in sorted(directory.glob("*.jsonl" + SENT_SUFFIX)):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    d = json.loads(line)
+                    call_id, tag, key = str(d["id"]), str(d.get("tag", "")), str(d["key"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a write cut short by the crash
+                if call_id not in done:
+                    done.add(call_id)
+                    lost.append(CallRecord(call_id, tag, key, False, None, 0, 0, 1, LOST_ERROR))
+    return lost
 
 
 def read_journals(directory: str | Path) -> Iterator[CallRecord]:
