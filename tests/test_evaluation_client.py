@@ -626,3 +626,17 @@ def test_the_start_check_refuses_a_web_page_at_base_url() -> None:
             asyncio.run(go())
     finally:
         server.stop()
+
+
+def test_a_limiter_that_dies_after_the_answer_does_not_lose_the_paid_answer(simulator) -> None:
+    class DyingLimiter(AsyncLimiter):
+        async def settle(self, estimated: int, actual: int) -> None:
+            if actual:  # the settle after a paid answer: the limiter actor is gone
+                raise ConnectionError("limiter actor died")
+            await super().settle(estimated, actual)
+
+    sim = simulator(noise=0.0)
+    lim = RateLimiter(rpm=600, tpm=None, clock=lambda: 0.0)
+    client, _ = client_for(sim, limiter=DyingLimiter(lim), max_attempts=3)
+    r = complete(client)
+    assert r.text == "cats" and r.attempts == 1 == sim.stats.requests  # not paid again

@@ -101,3 +101,7 @@ def test_generator_and_evaluator_actors_killed_mid_run(ray_local, simulator, tmp
         assert sorted(h["candidate"] for h in mine) == list(range(len(mine)))
         assert sorted(h["query"] for h in mine if h["query"]) == list(range(1, 11))
     assert new_pids[0] != killed[0] and new_pids[1] != killed[1]
+    # Calls in flight on the killed evaluator were sent again by its successor; the lost
+    # ones are in the ledger too (journaled as sent, never answered): every request counts.
+    assert sim.stats.requests == summary["usage"]["api_calls"], (
+        sim.stats.requests, summary["usage"])

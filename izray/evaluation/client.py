@@ -245,8 +245,12 @@ class BlackBoxClient:
                 # Providers count max_tokens against the TPM limit at admission (OpenAI: the
                 # larger of max_tokens and the estimate), so the unused allowance is not
                 # credited back.
-                await self.limiter.settle(estimate, pt + max(ct, self.max_tokens))
-                await self.limiter.on_success()
+                try:
+                    await self.limiter.settle(estimate, pt + max(ct, self.max_tokens))
+                    await self.limiter.on_success()
+                except Exception as err:  # noqa: BLE001 - the answer is paid for: keep it
+                    log.warning("rate limiter unreachable after a paid answer (%s); the "
+                                "answer is kept", _describe(err))
             return CallResult(text, pt, ct, attempts)
 
         retrying = AsyncRetrying(stop=stop_after_attempt(self.max_attempts), wait=self._wait,
