@@ -123,3 +123,42 @@ def test_local_mode_kill_mid_call_reports_every_lost_call(simulator, tmp_path):
     assert lost > 0  # the window is real at this latency
     assert stats["requests"] == summary["usage"]["api_calls"]
     assert stats["repeated_prompts"] <= lost
+
+
+def test_quick_resume_with_four_evaluators_repays_nothing(ray_head, simulator, tmp_path):
+    """A driver killed with evaluations in flight and resumed at once: the detached
+    evaluators still hold those calls; the new driver routes each batch to the actor that
+    holds it, which shares the call instead of paying again."""
+    # Calls outlast the resume's start (Ray connect, pools, journal ingest: a few seconds).
+    sim = simulator(api_key=SECRET, latency_ms=(8000, 12000))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "tasks:\n  names: [plural, larger_number]\n  n_test: 5\n  n_dev: 10\n"
+        "generator:\n  backend: sim\n"
+        f"evaluator:\n  base_url: {sim.base_url}\n  model: sim-model\n  num_actors: 4\n"
+        "bo:\n  budget: 6\n  n_init: 3\n  batch_size: 3\n  stop_at_max: false\n")
+    out = tmp_path / "run"
+    env = dict(ray_head.client_env, RAY_ADDRESS=ray_head.gcs)
+    history = out / "history.jsonl"
+    proc = _driver(["run", str(cfg), "--out", str(out)], env)
+    deadline = time.monotonic() + 300
+    while _lines(history) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    while sim.sim._inflight < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)  # a dev evaluation (10 calls of 8-12 s) is on the wire
+    inflight = sim.sim._inflight
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    final = subprocess.run([sys.executable, "-m", "izray.cli", "resume", str(out)], env=env,
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert final.returncode == 0, final.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    stats = sim.stats.as_dict()
+    print(f"\nFIGURES quick resume, 4 evaluators: {inflight} calls in flight at the kill, "
+          f"server requests {stats['requests']}, "
+          f"accounted {summary['usage']['api_calls']}, repeated prompts "
+          f"{stats['repeated_prompts']}, lost {summary['usage']['lost_in_flight']}")
+    assert all(r["finished"] for r in summary["tasks"].values())
+    assert stats["repeated_prompts"] == 0, "a call in flight at the kill was paid again"
+    assert stats["requests"] == summary["usage"]["api_calls"]

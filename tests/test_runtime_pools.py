@@ -91,3 +91,15 @@ def test_an_evaluator_that_cannot_see_the_run_journal_fails_the_start(ray_local,
     get_unwrapped(actor.check.remote())  # sees it: the endpoint check runs and passes
     ray.kill(actor)
     run.close()
+
+
+def test_evaluator_routing_is_fixed_by_the_first_prompt_and_spreads():
+    from izray.runtime.pools import EvaluatorPool
+
+    pool = EvaluatorPool.__new__(EvaluatorPool)  # routing needs only the slots
+    pool.slots = [object()] * 4
+    batches = [[f"Instruction {i}\nInput: w{j}\nOutput:" for j in range(3)] for i in range(400)]
+    routes = [pool.route(b[0]) for b in batches]
+    assert routes == [pool.route(b[0]) for b in batches]  # a resumed driver routes the same
+    counts = [routes.count(i) for i in range(4)]
+    assert min(counts) > 60, counts  # about 100 each

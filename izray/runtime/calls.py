@@ -57,14 +57,15 @@ class CallBroker:
         cache: The persistent response cache.
         ledger: Where every paid call is recorded (by task) before its answer is used.
         settings: Black-box settings that, with the prompt, determine an answer (cache key).
-        submit: Sends a list of prompts to an evaluator actor; returns a Ray ref to
+        submit: ``submit(prompts, tag, route)`` sends prompts to an evaluator actor (chosen
+            by ``route``, the request's first prompt); returns a Ray ref to
             ``list[CallOutcome]``.
         finish: Tells the evaluator pool a ref completed.
         register: Makes the driver call ``callback(ref)`` when ``ref`` is ready.
     """
 
     def __init__(self, cache: ResponseCache, ledger: Ledger, settings: dict[str, Any],
-                 submit: Callable[[list[str], str], ray.ObjectRef],
+                 submit: Callable[[list[str], str, str], ray.ObjectRef],
                  finish: Callable[[ray.ObjectRef], None],
                  register: Callable[[ray.ObjectRef, Callable], None]) -> None:
         self.cache = cache
@@ -99,7 +100,9 @@ class CallBroker:
                 self._inflight[key] = [req]
                 new[key] = prompt
         if new:
-            ref = self.submit(list(new.values()), tag)
+            # Routed by the whole request's first prompt: a resumed driver asks the same
+            # request again, so what is still new goes where its calls are in flight.
+            ref = self.submit(list(new.values()), tag, prompts[0])
             new_keys = list(new)
             self.register(ref, lambda r: self._on_outcomes(r, new_keys, req, tag))
         self._maybe_done(req)

@@ -8,7 +8,7 @@ join the next batch instead of queueing behind a long one.
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -218,7 +218,8 @@ class GeneratorPool:
 
 
 class EvaluatorPool:
-    """``num_actors`` evaluator actors; each call goes to the least loaded one.
+    """``num_actors`` evaluator actors; a request goes to the actor its first prompt hashes to
+    (:meth:`route`).
 
     Args:
         cfg: Evaluator section.
@@ -248,15 +249,23 @@ class EvaluatorPool:
                 call_settings, journal_dir)
             self.slots.append(_Slot(actor))
         self.calls: dict[ray.ObjectRef, _Slot] = {}
-        self._rr = itertools.count()
 
     def check(self) -> None:
         """Fail fast on a bad endpoint, key or model (raises the actor's EndpointError)."""
         for ref in [s.actor.check.remote() for s in self.slots]:
             get_unwrapped(ref)
 
-    def submit(self, prompts: list[str], tag: str = "") -> ray.ObjectRef:
-        slot = min(self.slots, key=lambda s: (len(s.inflight), next(self._rr)))
+    def route(self, key: str) -> int:
+        """The actor for a request whose first prompt is ``key``: fixed, so a resumed driver
+        sends the work a killed one left in flight to the very actor that holds it (a
+        detached actor shares a call for a prompt it is already answering, instead of paying
+        twice)."""
+        digest = hashlib.sha256(key.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") % len(self.slots)
+
+    def submit(self, prompts: list[str], tag: str = "", route: str | None = None) -> ray.ObjectRef:
+        """Send ``prompts`` to the actor ``route`` (default: the first prompt) maps to."""
+        slot = self.slots[self.route(route if route is not None else prompts[0])]
         ref = slot.actor.evaluate.remote(prompts, tag)
         slot.inflight.add(ref)
         self.calls[ref] = slot
