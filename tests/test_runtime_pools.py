@@ -103,3 +103,27 @@ def test_evaluator_routing_is_fixed_by_the_first_prompt_and_spreads():
     assert routes == [pool.route(b[0]) for b in batches]  # a resumed driver routes the same
     counts = [routes.count(i) for i in range(4)]
     assert min(counts) > 60, counts  # about 100 each
+
+
+def test_evaluators_of_the_run_with_other_settings_are_retired(ray_local):
+    from izray.runtime.session import retire_evaluators
+
+    @ray.remote(num_cpus=0)
+    class Dummy:
+        def ping(self) -> int:
+            return 1
+
+    names = ["izray-eval-run1-aaaa-0", "izray-eval-run1-aaaa-1", "izray-eval-run1-bbbb-0",
+             "izray-eval-run2-cccc-0"]
+    actors = [Dummy.options(name=n, namespace="izray", lifetime="detached").remote()
+              for n in names]
+    ray.get([a.ping.remote() for a in actors])
+    try:
+        assert retire_evaluators("izray-eval-run1-", keep="izray-eval-run1-bbbb") == 2
+        left = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                if a.get("namespace") == "izray"}
+        assert "izray-eval-run1-bbbb-0" in left and "izray-eval-run2-cccc-0" in left
+        assert not left & {"izray-eval-run1-aaaa-0", "izray-eval-run1-aaaa-1"}
+    finally:
+        for a in actors:
+            ray.kill(a)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -51,6 +52,23 @@ class Session:
         self.generators.shutdown()
         self.evaluators.shutdown()
 
+
+def retire_evaluators(run_prefix: str, keep: str) -> int:
+    """Kill this run's detached evaluator actors made with other settings (names starting
+    with ``run_prefix`` but not ``keep``); returns how many. Calls they still had in flight
+    are counted as lost at the end of the run (:func:`izray.evaluation.ledger.lost_calls`)."""
+    old = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+           if a.get("namespace") == "izray" and a["name"].startswith(run_prefix)
+           and not a["name"].startswith(keep + "-")]
+    for name in old:
+        try:
+            ray.kill(ray.get_actor(name, namespace="izray"))
+        except ValueError:  # gone meanwhile
+            continue
+    if old:
+        log.info("evaluator settings changed since the last start: retired %d old evaluator "
+                 "actor(s)", len(old))
+    return len(old)
 
 def init_ray(cfg: RunConfig) -> bool:
     """Connect to the configured cluster or start a local one. Returns True if started here."""
@@ -193,7 +211,15 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
         prefix = None
         if not owns:
             run_id = hashlib.sha256(str(run_path.resolve()).encode()).hexdigest()[:12]
-            prefix = f"izray-eval-{run_id}"
+            # The name also carries the actors' settings: a resume with another base_url
+            # (the embedded server's port changes every start), timeout or concurrency gets
+            # new actors, and the old ones are retired instead of calling the old endpoint.
+            blob = json.dumps({"client": client_kwargs, "concurrency": ev.concurrency,
+                               "key": [ev.api_key_env, ev.api_key_file],
+                               "calls": call_settings, "limited": limiter is not None},
+                              sort_keys=True, default=str)
+            prefix = f"izray-eval-{run_id}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+            retire_evaluators(f"izray-eval-{run_id}-", keep=prefix)
         evaluators = EvaluatorPool(ev, client_kwargs, limiter, call_settings,
                                    str((run_path / "journal").resolve()), prefix)
         pools.append(evaluators)
