@@ -36,8 +36,10 @@ from izray.cli import main
 
 #: A key no test name, path or fixture could contain by accident.
 SECRET = f"sk-izray-{secrets.token_hex(16)}"
+#: ``bo.stop_at_max=false``: the run must reach a BO proposal (the ``izray`` DEBUG record the
+#: log search needs) even when an initial instruction already scores the maximum.
 SIM = ("generator.backend=sim", "evaluator.model=sim-model", "bo.budget=6", "bo.n_init=4",
-       "bo.batch_size=2", "tasks.n_test=5", "tasks.n_dev=10", "generator.max_new_tokens=8")
+       "bo.batch_size=2", "bo.stop_at_max=false", "tasks.n_test=5", "tasks.n_dev=10", "generator.max_new_tokens=8")
 
 
 def sets(*items: str) -> list[str]:
