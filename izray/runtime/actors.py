@@ -153,18 +153,19 @@ class EvaluatorActor:
         journal_dir: The run's journal directory; each incarnation of this actor appends to
             its own file there, and reloads every journal's answers on (re)start, so a call
             finished before a crash is never paid again. ``None`` or unreachable: no journal.
+        server_key: The embedded model server's per-run key (instead of ``key_env``/``key_file``).
     """
 
     def __init__(self, client_kwargs: dict[str, Any], concurrency: int, key_env: str,
                  key_file: str | None, limiter=None, call_settings: dict | None = None,
-                 journal_dir: str | None = None) -> None:
+                 journal_dir: str | None = None, server_key: str | None = None) -> None:
         _setup_logging()
         from izray.evaluation import BlackBoxClient, Evaluator
         from izray.evaluation.ledger import Journal, read_journals
 
         # No key is fine for servers without auth; one that needs a key answers 401, which
         # fails the run at its first check with a message naming the key variable.
-        key = read_api_key(key_env, key_file)
+        key = server_key or read_api_key(key_env, key_file)
         self.client = BlackBoxClient(api_key=key, key_env=key_env,
                                      limiter=_RemoteLimiter(limiter) if limiter else None,
                                      **client_kwargs)
@@ -207,22 +208,38 @@ class EvaluatorActor:
 
 @ray.remote
 class ServerActor:
-    """Owns the embedded :class:`~izray.runtime.server.LocalModelServer` process."""
+    """Owns the embedded :class:`~izray.runtime.server.LocalModelServer` process.
+
+    The server answers only requests with a key made for this start (:meth:`api_key`, handed
+    to the evaluator actors). It binds loopback when the run's Ray is local (one node);
+    on a cluster it binds the node's address, so evaluators on other nodes reach it, and the
+    key keeps everyone else out.
+
+    Args:
+        loopback: Bind 127.0.0.1 (the evaluators are on this node).
+    """
 
     def __init__(self, model: str, served_name: str, max_model_len: int, kv_cache_gb: int,
-                 log_path: str | None) -> None:
+                 log_path: str | None, loopback: bool = True) -> None:
         _setup_logging()
+        import secrets
+
         from izray.models import resolve_model
         from izray.runtime.server import LocalModelServer
 
-        host = ray.util.get_node_ip_address()
+        host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
+        self._key = secrets.token_urlsafe(24)
         self.server = LocalModelServer(resolve_model(model), served_name, host=host,
                                        max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
-                                       log_path=log_path)
+                                       log_path=log_path, api_key=self._key)
 
     def wait_ready(self, timeout_s: float) -> str:
         self.server.wait_ready(timeout_s)
         return self.server.base_url
+
+    def api_key(self) -> str:
+        """The key the server requires (never logged or stored; held by actors only)."""
+        return self._key
 
     def stop(self) -> None:
         self.server.stop()

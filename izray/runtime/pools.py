@@ -230,11 +230,12 @@ class EvaluatorPool:
         name_prefix: If set, the actors are named ``{prefix}-{i}`` and detached: they outlive
             a crashed driver, finish the calls it left in flight (journaling them), and a
             resumed driver picks them up again by name.
+        server_key: The embedded server's per-run key, if the black box is that server.
     """
 
     def __init__(self, cfg: EvaluatorConfig, client_kwargs: dict[str, Any], limiter=None,
                  call_settings: dict | None = None, journal_dir: str | None = None,
-                 name_prefix: str | None = None) -> None:
+                 name_prefix: str | None = None, server_key: str | None = None) -> None:
         opts = {"num_cpus": 0.1, "max_restarts": ACTOR_MAX_RESTARTS,
                 "max_task_retries": ACTOR_MAX_TASK_RETRIES, "max_concurrency": 1000,
                 "runtime_env": {"env_vars": ACTOR_ENV}}
@@ -246,7 +247,7 @@ class EvaluatorPool:
                          "lifetime": "detached", "get_if_exists": True}
             actor = EvaluatorActor.options(**opts, **named).remote(
                 client_kwargs, cfg.concurrency, cfg.api_key_env, cfg.api_key_file, limiter,
-                call_settings, journal_dir)
+                call_settings, journal_dir, server_key)
             self.slots.append(_Slot(actor))
         self.calls: dict[ray.ObjectRef, _Slot] = {}
 

@@ -52,12 +52,16 @@ class LocalModelServer:
         max_model_len: Context length.
         kv_cache_gb: KV cache for the CPU build, GiB.
         log_path: Where the server's output goes (``None``: discarded).
+        api_key: If set, the server answers only requests carrying it (``/v1/*``). It reaches
+            the process through its environment (``VLLM_API_KEY``), not its command line,
+            which every user of the node can read.
         extra_args: More server arguments, e.g. ``["--enable-prompt-embeds"]``.
     """
 
     def __init__(self, model_path: str, served_name: str, *, host: str = "127.0.0.1",
                  port: int = 0, max_model_len: int = 1024, kv_cache_gb: int = 1,
-                 log_path: str | Path | None = None, extra_args: list[str] | None = None) -> None:
+                 log_path: str | Path | None = None, api_key: str | None = None,
+                 extra_args: list[str] | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.served_name = served_name
@@ -67,6 +71,9 @@ class LocalModelServer:
                "--max-model-len", str(max_model_len), "--disable-uvicorn-access-log",
                *(extra_args or [])]
         env = dict(os.environ)
+        env.pop("VLLM_API_KEY", None)
+        if api_key:
+            env["VLLM_API_KEY"] = api_key
         try:
             import torch
 

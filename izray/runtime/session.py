@@ -166,12 +166,12 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
     try:
         if owns:  # before any actor starts: a misfit fails in seconds, not after engine loads
             _check_local_cpus(cfg)
-        server_ref = None
+        server = server_ref = None
         if cfg.evaluator.embedded:
             server = ServerActor.options(num_cpus=cfg.server.num_cpus,
                                          runtime_env={"env_vars": ACTOR_ENV}).remote(
                 cfg.server.model, C.EMBEDDED_MODEL_NAME, cfg.server.max_model_len,
-                cfg.server.kv_cache_gb, str(run_path / "logs" / "server.log"))
+                cfg.server.kv_cache_gb, str(run_path / "logs" / "server.log"), owns)
             extra.append(server)
             server_ref = server.wait_ready.remote(cfg.server.startup_timeout_s)
         generators = GeneratorPool(cfg.generator, cfg.seed)
@@ -190,6 +190,7 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
                 log.info("still starting (%.0f s)...", time.monotonic() - t0)
         info = GeneratorPool.check_infos(ray.get(info_refs))
         base_url = ray.get(server_ref) if server_ref else cfg.evaluator.base_url
+        server_key = ray.get(server.api_key.remote()) if server_ref else None
         model = C.EMBEDDED_MODEL_NAME if cfg.evaluator.embedded else cfg.evaluator.model
         client_kwargs = {"base_url": base_url, "model": model, "api": resolve_api(ev),
                          "temperature": ev.temperature, "max_tokens": ev.max_tokens,
@@ -221,7 +222,7 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
             prefix = f"izray-eval-{run_id}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
             retire_evaluators(f"izray-eval-{run_id}-", keep=prefix)
         evaluators = EvaluatorPool(ev, client_kwargs, limiter, call_settings,
-                                   str((run_path / "journal").resolve()), prefix)
+                                   str((run_path / "journal").resolve()), prefix, server_key)
         pools.append(evaluators)
         evaluators.check()
         log.info("ready in %.0f s: generator %s (hidden %d), black box at %s", time.monotonic() - t0,
