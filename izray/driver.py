@@ -44,6 +44,7 @@ from izray.runtime.calls import CallBroker, get_unwrapped
 from izray.search import SearcherBase, make_searcher
 from izray.softprompt import SoftPromptProjection, stable_seed
 from izray.tasks import Splits, Task, load_task, make_splits
+from izray.testing.crash import crash_point
 
 log = logging.getLogger("izray")
 
@@ -279,6 +280,7 @@ class Driver:
         self.busy_s += self.clock() - t_loop
         self.ingest_journals(final=True)
         summary = self.summary()
+        crash_point("summary")
         self.out.write_summary(summary)
         return summary
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from izray.errors import RunStateError
+from izray.testing.crash import crash_point
 
 SUMMARY = "summary.json"
 HISTORY = "history.jsonl"
@@ -145,6 +146,7 @@ class RunDir:
 
     def write_state(self, task: str, state: Mapping[str, Any]) -> None:
         atomic_write_json(self.path / "state" / f"{task}.json", state)
+        crash_point("state")
 
     def read_state(self, task: str) -> dict[str, Any] | None:
         path = self.path / "state" / f"{task}.json"

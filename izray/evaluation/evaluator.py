@@ -24,6 +24,7 @@ from izray.errors import CallFailed
 from izray.evaluation.cache import cache_key
 from izray.evaluation.client import BlackBoxClient
 from izray.evaluation.ledger import CallRecord, Journal
+from izray.testing.crash import crash_point
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,12 @@ class Evaluator:
             journal = self.journal
             outcome = await self._call(
                 prompt, None if journal is None else lambda cid: journal.sent(cid, tag, key))
+            crash_point("answer")
             if self.journal is not None:
                 self.journal.append(CallRecord(outcome.call_id, tag, key, outcome.ok, outcome.text,
                                                outcome.prompt_tokens, outcome.completion_tokens,
                                                outcome.attempts, outcome.error))
+                crash_point("journal")
             if outcome.ok:
                 self.known[key] = outcome.text
             fut.set_result(outcome)

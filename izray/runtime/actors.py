@@ -23,13 +23,16 @@ from typing import Any
 
 import ray
 
+from izray.testing.crash import forwarded_env
+
 #: Restarts of a dead actor before Ray gives up on it.
 ACTOR_MAX_RESTARTS = 3
 #: Retries of a call interrupted by its actor's death.
 ACTOR_MAX_TASK_RETRIES = 3
 #: Environment every izray actor gets: quiet engines.
+#: (Plus the crash-test variables, when the driver has them: :mod:`izray.testing.crash`.)
 ACTOR_ENV = {"VLLM_LOGGING_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1",
-             "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error"}
+             "PYTHONWARNINGS": "ignore", "TRANSFORMERS_VERBOSITY": "error", **forwarded_env()}
 #: Chatty third-party loggers kept at WARNING inside actors.
 QUIET_LOGGERS = ("httpx", "httpx2", "openai", "vllm", "transformers")
 

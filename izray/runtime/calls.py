@@ -21,6 +21,7 @@ import ray
 from izray.errors import IzrayError
 from izray.evaluation import CachedAnswer, CallOutcome, ResponseCache, cache_key
 from izray.evaluation.ledger import CallRecord, Ledger, Usage
+from izray.testing.crash import crash_point
 
 #: ``done(answers, usage, error)``: answers align with the prompts (``None`` where a call
 #: failed); ``usage`` is what *this* request paid; ``error`` is the first failure, if any.
@@ -115,6 +116,7 @@ class CallBroker:
             CallRecord(oc.call_id, tag, key, oc.ok, None, oc.prompt_tokens, oc.completion_tokens,
                        oc.attempts, oc.error)
             for key, oc in zip(keys, outcomes, strict=True) if oc.call_id is not None)
+        crash_point("ledger")
         fresh: dict[str, CachedAnswer] = {}
         for key, oc in zip(keys, outcomes, strict=True):
             payer.usage.calls += oc.attempts
