@@ -56,6 +56,8 @@ class SimConfig:
     hang_s: float = 30.0
     retry_after_s: float = 1.0
     retry_after: str | None = None  # verbatim Retry-After of injected 429s (e.g. "1e400")
+    retry_after_mix: tuple[str, ...] = ()  # or one of these, drawn per injected 429
+    malformed_kinds: tuple[str, ...] = ()  # kinds of `malformed` bodies (default: truncated)
     fail_first_429: int = 0  # the first N completion requests answer an injected 429
     bad_first: int = 0  # the first N (after those 429s) answer 200 with a bad body ...
     bad_kind: str = "list"  # ... of this kind: one of BAD_KINDS
@@ -67,6 +69,15 @@ class SimConfig:
 BAD_KINDS = ("list", "int", "null", "no_choices", "html")
 """Bad 200 answers ``bad_first`` can inject: chat ``message.content`` as a list of parts, a
 number or null; ``choices: []``; an HTML page instead of JSON."""
+
+MALFORMED_KINDS = ("truncated", *BAD_KINDS)
+"""Kinds ``malformed`` answers draw from (``malformed_kinds``): a cut-off JSON body or a
+``BAD_KINDS`` answer."""
+
+RETRY_AFTER_FORMS = ("1", "0.5", "2.5", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", "", "-3",
+                     "inf", "1e400", "86400")
+"""Retry-After values a soak mixes: seconds, an HTTP date (past), garbage, empty, negative,
+infinite and huge (clients must cap them)."""
 
 
 @dataclass
@@ -90,12 +101,16 @@ class SimStats:
     window_max_requests: int = 0
     window_max_tokens: int = 0
     limit_tokens: int = 0  # tokens counted against the TPM limit (prompt + max_tokens)
-    prompts: dict[str, int] = field(default_factory=dict)
+    prompts: dict[str, int] = field(default_factory=dict)  # requests per prompt
+    answered: dict[str, int] = field(default_factory=dict)  # good 200s (paid) per prompt
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "prompts"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("prompts", "answered")}
         d["distinct_prompts"] = len(self.prompts)
+        #: Requests beyond the first per prompt (retries of faults included).
         d["repeated_prompts"] = sum(n - 1 for n in self.prompts.values())
+        #: Good answers beyond the first per prompt: a paid call paid again.
+        d["repeated_answers"] = sum(n - 1 for n in self.answered.values())
         return d
 
 
@@ -294,6 +309,8 @@ class Simulator:
             if u < c.fail_429 or self._served <= c.fail_first_429:
                 st.injected_429 += 1
                 header = c.retry_after if c.retry_after is not None else f"{c.retry_after_s:g}"
+                if c.retry_after_mix:
+                    header = c.retry_after_mix[self.rng.randrange(len(c.retry_after_mix))]
                 return _error(429, "Rate limit reached (injected)", "rate_limit_exceeded",
                               headers={"Retry-After": header})
             if c.fail_400 and self.rng.random() < c.fail_400:
@@ -316,6 +333,10 @@ class Simulator:
                 await asyncio.sleep(latency)
             if u < c.malformed:
                 st.injected_malformed += 1
+                kinds = c.malformed_kinds or ("truncated",)
+                kind = kinds[self.rng.randrange(len(kinds))]
+                if kind != "truncated":
+                    return _bad(kind, model, chat)
                 return web.Response(status=200, text='{"id": "x", "choices": [', content_type="application/json")
             instruction, input_text = parse_prompt(prompt)
             if c.landscape == "hard":
@@ -328,6 +349,7 @@ class Simulator:
             text = " " + answer
             c_tokens = min(max_tokens, count_tokens(text))
             st.ok += 1
+            st.answered[prompt] = st.answered.get(prompt, 0) + 1
             st.prompt_tokens += p_tokens
             st.completion_tokens += c_tokens
             usage = {"prompt_tokens": p_tokens, "completion_tokens": c_tokens,
