@@ -12,9 +12,11 @@ Errors izray expects (bad config, unknown task, unreachable endpoint, ...) print
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -81,10 +83,28 @@ def main(argv: list[str] | None = None) -> int:
     except IzrayError as err:
         print(f"izray: error: {err}", file=sys.stderr)
         return err.exit_code
+    except (OSError, sqlite3.OperationalError) as err:  # the machine: a full disk, permissions
+        print(f"izray: error: {_describe_os_error(err, getattr(args, 'out', None))}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("izray: interrupted", file=sys.stderr)
         return 130
     return 2  # pragma: no cover
+
+
+def _describe_os_error(err: BaseException, out: str | None) -> str:
+    """One line for an error of the machine under a run, and how to go on."""
+    cause = getattr(err, "cause", None)  # raised in an actor: Ray's error wraps the original
+    if isinstance(cause, (OSError, sqlite3.OperationalError)):
+        err = cause
+    if isinstance(err, OSError):
+        where = f" {err.filename}" if err.filename else ""
+        what = f"cannot write{where}: {err.strerror or err}"
+    else:
+        what = f"a database of the run cannot be written: {err}"
+    then = f"; fix it (free space, permissions), then `izray resume {out}`" if out else ""
+    return what + then
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -118,7 +138,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = list(args.sets)
     if args.tasks:
-        overrides.append(f"tasks.names=[{args.tasks}]")
+        # As strings, whatever they look like: `--tasks 123` names a task "123".
+        names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        overrides.append(f"tasks.names={json.dumps(names)}")
     if args.data_dir:
         overrides.append(f"tasks.data_dir={args.data_dir}")
     cfg = load_config(args.config, overrides)
@@ -205,8 +227,6 @@ def run_config(cfg, out: Path, resume: bool = False) -> int:
 def _nothing_recorded(out: Path) -> bool:
     """Whether a new run directory holds nothing worth keeping: no history, no journaled
     call, no ledgered call and no cached answer (a failed start leaves only its config)."""
-    import sqlite3
-
     from izray.report import CACHE, LEDGER
 
     history = out / "history.jsonl"
@@ -214,11 +234,18 @@ def _nothing_recorded(out: Path) -> bool:
         return False
     from izray.evaluation.ledger import read_journals
 
-    if (out / "journal").is_dir() and any(r.ok for r in read_journals(out / "journal")):
-        return False
+    journal = out / "journal"
+    if journal.is_dir():
+        # Evaluators journal every answer before the driver sees it: none journaled, none
+        # to keep, whatever state the databases are in (a full disk may leave them torn).
+        # (Calls lost in flight have no answer to keep either.)
+        try:
+            return not any(r.ok for r in read_journals(journal))
+        except (IzrayError, OSError):
+            return False  # cannot tell: keep it
     for name, table in ((LEDGER, "calls WHERE ok = 1"), (CACHE, "answers")):
         path = out / name
-        if not path.exists():
+        if not path.exists() or path.stat().st_size == 0:  # never written (e.g. a full disk)
             continue
         try:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

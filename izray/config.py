@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -430,6 +431,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**31, "seed", "must be in [0, 2^31)", self.seed)
+        model = self.evaluator.model or C.EMBEDDED_MODEL_NAME
+        for scope in ("task", "run"):
+            if getattr(self.caps, scope).usd is not None and model not in self.prices:
+                raise ConfigError(
+                    f"caps.{scope}.usd: no price for the model '{model}', so spend in USD "
+                    f"cannot be counted; set prices.{model}.prompt and prices.{model}.completion "
+                    "(USD per million tokens) or cap tokens instead")
 
 
 # ------------------------------------------------------------------------------------------
@@ -495,6 +503,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
                "expected a number", value)
+        # No config number means "unbounded" as inf (null does) and none can be NaN.
+        _check(math.isfinite(value), key, "expected a finite number (null for no limit)", value)
         return float(value)
     if tp is str:
         _check(isinstance(value, str), key, "expected a string", value)
@@ -523,6 +533,34 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"{where}: {err}") from err
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases (``*name``: a few lines of them expand to
+    gigabytes, the "billion laughs") and without duplicate keys (the later one would silently
+    win)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, f"YAML aliases (*{event.anchor}) are not supported in izray "
+                "configs; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _strict_load(text: str) -> Any:
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     key = key.strip()
@@ -531,7 +569,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key or not re.fullmatch(rf"{segment}(\.{segment})*", key):
         raise ConfigError(f"--set {item!r}: expected key=value with a dotted key, e.g. bo.budget=40")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _strict_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -580,7 +618,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
         except OSError as err:
             raise ConfigError(f"config file {p} cannot be read: {err.strerror}") from None
         try:
-            data = yaml.safe_load(text) or {}
+            data = _strict_load(text) or {}
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -154,6 +154,9 @@ class Driver:
             if state is None:
                 continue
             run.restore(state, f"{self.out.path}/state/{run.name}.json")
+            path = self.out.projection_path(run.name)
+            if (not run.finished or run.stopped) and path.is_file():
+                SoftPromptProjection.load(path)  # damaged: fail now, before any pool starts
             max_t = max([max_t, *(float(r.get("t", 0.0)) for r in run.records)])
         self.t0 = self.clock() - max_t
         self.ingest_journals()

@@ -222,13 +222,36 @@ class TaskRun:
                 "wall_s": self.wall(),
                 "eval_max": None if self.eval_max is None else asdict(self.eval_max),
                 "raced": self.raced, "selection": self.selection,
-                "references": [asdict(r) for r in self.references]}
+                "references": [asdict(r) for r in self.references],
+                "splits": self.splits.fingerprint()}
 
     def restore(self, state: dict[str, Any], path: str) -> None:
-        """Continue from a saved state (``path`` names the file in errors)."""
+        """Continue from a saved state (``path`` names the file in errors).
+
+        Raises:
+            RunStateError: the file is not a state of this task, strategy and izray version,
+                or its fields do not have the shapes this version writes.
+        """
+        if not isinstance(state, dict):
+            raise RunStateError(f"{path} is not a state file (a JSON {type(state).__name__}, "
+                                "not an object); restore it from a backup or start a new run")
+        try:
+            self._restore(state, path)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise RunStateError(f"{path} has fields of the wrong shape ({type(err).__name__}: "
+                                f"{str(err)[:120]}); it was edited or written by another izray "
+                                "version: restore it or start a new run") from None
+
+    def _restore(self, state: dict[str, Any], path: str) -> None:
         if state.get("version") != STATE_VERSION or state.get("task") != self.name:
             raise RunStateError(f"{path} is not a state file of this run (or was written by "
                                 "another izray version)")
+        saved = state.get("splits")
+        if saved is not None and saved != self.splits.fingerprint():
+            raise RunStateError(f"the data of task {self.name} changed since the run started: its "
+                                "exemplar/dev/test examples differ from the ones its observations "
+                                f"were scored on ({path}); restore the task files or start a new "
+                                "run")
         if state.get("strategy") != self.searcher.strategy:
             raise RunStateError(f"{path} was written by strategy {state.get('strategy')!r}, "
                                 f"this run uses {self.searcher.strategy!r}")

@@ -153,9 +153,13 @@ class RunDir:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            state = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise RunStateError(f"{path} is unreadable ({err}); the run cannot be resumed") from None
+        if not isinstance(state, dict):
+            raise RunStateError(f"{path} is not a state file (a JSON {type(state).__name__}, not "
+                                "an object); restore it from a backup or start a new run")
+        return state
 
     def projection_path(self, task: str) -> Path:
         return self.path / "state" / f"{task}.projection.npz"

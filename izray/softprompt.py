@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from izray.errors import RunStateError
 
 
 def stable_seed(*parts: object) -> int:
@@ -91,6 +94,16 @@ class SoftPromptProjection:
 
     @classmethod
     def load(cls, path: str | Path) -> SoftPromptProjection:
-        with np.load(Path(path)) as f:
-            return cls(f["matrix"].astype(np.float32), int(f["n_tokens"]), int(f["hidden"]),
-                       int(f["seed"]))
+        """Read a saved projection.
+
+        Raises:
+            RunStateError: the file is truncated, not an ``.npz`` or lacks a field.
+        """
+        try:
+            with np.load(Path(path)) as f:
+                return cls(f["matrix"].astype(np.float32), int(f["n_tokens"]), int(f["hidden"]),
+                           int(f["seed"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise RunStateError(f"{path} is not a readable projection ({type(err).__name__}: "
+                                f"{str(err)[:100]}); without it the task's soft prompts cannot be "
+                                "reproduced: restore the file or start a new run") from None

@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +104,17 @@ class Ctx:
 
     def run(self, *args: str, out: Path | None = None) -> list[str]:
         return ["run", "--out", str(out or self.out), *args]
+
+    def stopped_run(self) -> Path:
+        """A copy (in this case's tmp) of a run stopped by its query cap, on task ``x`` of a
+        data directory; resume it with :data:`RESUME_MORE`. Watched: the files a resume
+        reads (a failed resume must leave them as they were)."""
+        src, _ = self.request.getfixturevalue("stopped_run")
+        run = self.tmp / "stopped"
+        shutil.copytree(src, run)
+        self.watch = [run / name for name in ("history.jsonl", "state", "journal", "config.json",
+                                              "cache.sqlite", "ledger.sqlite")]
+        return run
 
 
 @dataclass(frozen=True)
@@ -217,6 +233,125 @@ def _resume_missing(c: Ctx) -> list[str]:
     return ["resume", str(c.tmp / "nope")]
 
 
+RESUME_MORE = ("--set", "caps.task.queries=10")
+
+
+def _config_file(c: Ctx, text: str) -> list[str]:
+    cfg = c.tmp / "cfg.yaml"
+    cfg.write_text(text)
+    return c.run(str(cfg))
+
+
+def _alias_bomb(c: Ctx) -> list[str]:
+    rows = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        rows.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    return _config_file(c, "\n".join(rows) + "\ntasks:\n  names: *i\n")
+
+
+def _key_file_directory(c: Ctx) -> list[str]:
+    sim = c.sim()
+    (c.tmp / "keys").mkdir()
+    return c.run("--tasks", "plural", *sets(*SIM, f"evaluator.base_url={sim.base_url}",
+                                            f"evaluator.api_key_file={c.tmp / 'keys'}"))
+
+
+def _key_file_empty(c: Ctx) -> list[str]:
+    sim = c.sim()
+    (c.tmp / "key.txt").write_text("\n")
+    return c.run("--tasks", "plural", *sets(*SIM, f"evaluator.base_url={sim.base_url}",
+                                            f"evaluator.api_key_file={c.tmp / 'key.txt'}"))
+
+
+def _unreachable_ray_env(c: Ctx) -> list[str]:
+    c.monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    return c.run("--tasks", "plural", *sets(*SIM))
+
+
+def _state_not_an_object(c: Ctx) -> list[str]:
+    run = c.stopped_run()
+    (run / "state" / "x.json").write_text("[]\n")
+    return ["resume", str(run), *RESUME_MORE]
+
+
+def _state_wrong_fields(c: Ctx) -> list[str]:
+    run = c.stopped_run()
+    state = json.loads((run / "state" / "x.json").read_text())
+    state["searcher"] = 5
+    (run / "state" / "x.json").write_text(json.dumps(state))
+    return ["resume", str(run), *RESUME_MORE]
+
+
+def _projection_truncated(c: Ctx) -> list[str]:
+    run = c.stopped_run()
+    path = run / "state" / "x.projection.npz"
+    path.write_bytes(path.read_bytes()[:100])
+    c.watch.append(path)
+    return ["resume", str(run), *RESUME_MORE]
+
+
+def _cache_not_a_database(c: Ctx) -> list[str]:
+    run = c.stopped_run()
+    (run / "cache.sqlite").write_text("not a database\n")
+    return ["resume", str(run), *RESUME_MORE]
+
+
+def _ledger_not_a_database(c: Ctx) -> list[str]:
+    run = c.stopped_run()
+    (run / "ledger.sqlite").write_text("not a database\n")
+    return ["resume", str(run), *RESUME_MORE]
+
+
+def _journal_bad_line(c: Ctx) -> list[str]:
+    run = c.stopped_run()
+    journal = min((run / "journal").glob("*.jsonl"))
+    with open(journal, "a") as fh:
+        fh.write(json.dumps({"key": 5, "text": "cats"}) + "\n")
+    return ["resume", str(run), *RESUME_MORE]
+
+
+def _task_data_edited(c: Ctx) -> list[str]:
+    run = c.stopped_run()
+    _, data = c.request.getfixturevalue("stopped_run")
+    path = data / "induce" / "x.json"
+    original = path.read_text()
+    c.request.addfinalizer(lambda: path.write_text(original))
+    edited = json.loads(original)
+    first = min(edited["examples"])
+    edited["examples"][first]["output"] = "EDITED"
+    path.write_text(json.dumps(edited))
+    return ["resume", str(run), *RESUME_MORE]
+
+
+def _disk_full(c: Ctx) -> list[str]:
+    """A run whose file system fills up mid-run: a real tmpfs where this machine lets us mount
+    one (root), else the same error raised where the ledger writes."""
+    sim = c.sim()
+    mount = c.tmp / "small"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                             capture_output=True, check=False).returncode == 0
+    if mounted:
+        c.request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(mount)], check=False))
+        # Room for the start and the first answers, not for the run (~300 KiB).
+        (mount / "fill").write_bytes(b"\0" * (4 * 2**20 - 200 * 2**10))
+    else:
+        from izray.evaluation.ledger import Ledger
+
+        real = Ledger.record
+
+        def full(self, records):
+            if self.path.parent == mount / "run":
+                raise sqlite3.OperationalError("database or disk is full")
+            return real(self, records)
+
+        c.monkeypatch.setattr(Ledger, "record", full)
+    c.watch = []
+    c.disk_full = mount / "run"
+    return c.run("--tasks", "plural", *sets(*SIM, f"evaluator.base_url={sim.base_url}"),
+                 out=mount / "run")
+
+
 def _resume_forbidden(c: Ctx) -> list[str]:
     run, _ = c.finished_run()
     c.watch = [run]
@@ -272,6 +407,43 @@ CASES = [
     Case("resume-forbidden-override", _resume_forbidden, "resume cannot change bo.budget"),
     Case("run-into-other-config", _different_config,
          "holds a run with a different config (at bo.budget)"),
+    Case("rpm-infinite", lambda c: c.run("--set", "evaluator.rpm=.inf"),
+         "evaluator.rpm: expected a finite number (null for no limit) (got inf)"),
+    Case("tpm-nan", lambda c: c.run("--set", "evaluator.tpm=.nan"),
+         "evaluator.tpm: expected a finite number"),
+    Case("num-cpus-infinite", lambda c: c.run("--set", "generator.num_cpus=.inf"),
+         "generator.num_cpus: expected a finite number"),
+    Case("num-gpus-nan", lambda c: c.run("--set", "generator.num_gpus=.nan"),
+         "generator.num_gpus: expected a finite number"),
+    Case("price-infinite", lambda c: c.run("--set", "prices.gpt-4o-mini.prompt=.inf"),
+         "prices.gpt-4o-mini.prompt: expected a finite number"),
+    Case("usd-cap-without-price", lambda c: c.run("--set", "evaluator.model=gpt-x", "--set",
+                                                  "caps.run.usd=5"),
+         "caps.run.usd: no price for the model 'gpt-x'"),
+    Case("yaml-alias-bomb", _alias_bomb, "YAML aliases (*a) are not supported"),
+    Case("yaml-duplicate-key", lambda c: _config_file(c, "bo:\n  budget: 5\n  budget: 50\n"),
+         "duplicate key 'budget'"),
+    Case("tasks-a-number", lambda c: c.run("--tasks", "123"),
+         "task '123' is not a built-in task"),
+    Case("ray-address-garbage", lambda c: c.run("--tasks", "plural", "--set",
+                                                "ray.address=garbage:xx"),
+         "ray.address='garbage:xx' is not a Ray address"),
+    Case("ray-address-env-unreachable", _unreachable_ray_env,
+         "cannot reach a Ray cluster at 127.0.0.1:9 ($RAY_ADDRESS)"),
+    Case("key-file-is-a-directory", _key_file_directory, "is a directory", starts=True),
+    Case("key-file-empty", _key_file_empty, "is empty; write the API key into it", starts=True),
+    Case("state-not-an-object", _state_not_an_object, "x.json is not a state file (a JSON list"),
+    Case("state-wrong-fields", _state_wrong_fields, "x.json has fields of the wrong shape"),
+    Case("projection-truncated", _projection_truncated,
+         "x.projection.npz is not a readable projection"),
+    Case("cache-not-a-database", _cache_not_a_database,
+         "cache.sqlite cannot be opened as a database"),
+    Case("ledger-not-a-database", _ledger_not_a_database,
+         "ledger.sqlite cannot be opened as a database"),
+    Case("journal-bad-line", _journal_bad_line, "is not a journal record", starts=True),
+    Case("task-data-edited", _task_data_edited, "the data of task x changed since the run"),
+    Case("out-file-system-full", _disk_full, "fix it (free space, permissions), then `izray resume",
+         starts=True),
 ]
 
 
@@ -288,6 +460,28 @@ def finished_run(ray_local, tmp_path_factory):
         summary = json.loads((out / "summary.json").read_text())
         assert summary["tasks"]["plural"]["finished"] is True
         yield out, args
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def stopped_run(ray_local, tmp_path_factory):
+    """A real run on task ``x`` of a data directory, stopped by ``caps.task.queries=2``
+    (unfinished: a resume loads its projection); the run and the data directory."""
+    from izray.testing.simulator import SimConfig, start_in_thread
+
+    sim = start_in_thread(SimConfig())
+    base = tmp_path_factory.mktemp("stopped")
+    data = ii_task(base / "data")
+    out = base / "run"
+    try:
+        assert main(["run", "--out", str(out), "--data-dir", str(data), "--tasks", "x",
+                     *sets(*SIM, f"evaluator.base_url={sim.base_url}",
+                           "caps.task.queries=2")]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["tasks"]["x"]["finished"] is True
+        assert summary["tasks"]["x"]["stopped"]
+        yield out, data
     finally:
         sim.stop()
 
@@ -322,3 +516,23 @@ def test_bad_input(case: Case, tmp_path, request, monkeypatch, capsys):
     for path, snap in before.items():
         assert snapshot(path) == snap, f"{path} changed"
     assert not (tmp_path / "runs").exists()
+    full = getattr(ctx, "disk_full", None)
+    if full is not None:  # what was paid stays; the line says how to go on
+        assert (full / "history.jsonl").is_file() or (full / "journal").is_dir()
+        assert f"izray resume {full}" in errors[0]
+
+
+def test_num_actors_beyond_the_local_cluster(tmp_path):
+    """A fixed generator pool the local cluster can never hold fails at start instead of
+    waiting forever (a fresh process: the check applies to a cluster izray starts itself)."""
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    res = subprocess.run([sys.executable, "-m", "izray.cli", "run", "--tasks", "plural", "--out",
+                          str(out), *sets(*SIM, "evaluator.base_url=http://127.0.0.1:9/v1",
+                                          "generator.num_actors=40")],
+                         capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert res.returncode == 2, res.stderr
+    errors = [x for x in res.stderr.splitlines() if x.startswith("izray: error:")]
+    assert len(errors) == 1 and "generator.num_actors=40 x generator.num_cpus=1 needs 40" in errors[0]
+    assert "Traceback" not in res.stderr
+    assert not out.exists()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from izray.errors import RunStateError
+
 
 @dataclass(frozen=True)
 class CachedAnswer:
@@ -44,11 +46,20 @@ class ResponseCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT "
-                         "NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER, t REAL)")
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text "
+                             "TEXT NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER, "
+                             "t REAL)")
+        except sqlite3.OperationalError as err:  # a full disk, a read-only or locked file
+            raise RunStateError(f"the response cache {self.path} cannot be written ({err}); free space "
+                                "on its file system or fix its permissions") from None
+        except sqlite3.DatabaseError as err:
+            raise RunStateError(f"the response cache {self.path} cannot be opened as a database "
+                                f"({err}); restore it, or move it aside (its answers would be "
+                                "paid again) or fix evaluator.cache_path") from None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
         """The stored answers among ``keys`` (a row whose text is not text, as an older izray

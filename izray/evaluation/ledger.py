@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from izray.errors import RunStateError
+
 
 @dataclass
 class Usage:
@@ -130,14 +132,27 @@ def lost_calls(directory: str | Path) -> list[CallRecord]:
 
 
 def read_journals(directory: str | Path) -> Iterator[CallRecord]:
-    """Every complete record in ``directory/*.jsonl`` (a torn last line is skipped)."""
+    """Every record in ``directory/*.jsonl``.
+
+    A torn last line (no newline: a write cut short by a crash) is skipped. A complete line
+    that is not a record is not a crash artifact (each process appends to its own file, and
+    never after a torn write).
+
+    Raises:
+        RunStateError: a complete line is not a journal record (names file and line).
+    """
     for path in sorted(Path(directory).glob("*.jsonl")):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for lineno, line in enumerate(fh, 1):
                 try:
                     yield CallRecord.from_dict(json.loads(line))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a write cut short by a crash
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                    if not line.endswith("\n"):
+                        continue  # a write cut short by a crash
+                    raise RunStateError(
+                        f"{path}:{lineno} is not a journal record ({type(err).__name__}: "
+                        f"{str(err)[:80]}); the journal was edited or damaged: restore it, or "
+                        "move the file aside (its answers would be paid again)") from None
 
 
 class Ledger:
@@ -150,11 +165,20 @@ class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (id TEXT PRIMARY KEY, tag TEXT, "
-                         "key TEXT, ok INTEGER, attempts INTEGER, prompt_tokens INTEGER, "
-                         "completion_tokens INTEGER, t REAL)")
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS calls (id TEXT PRIMARY KEY, tag TEXT, "
+                             "key TEXT, ok INTEGER, attempts INTEGER, prompt_tokens INTEGER, "
+                             "completion_tokens INTEGER, t REAL)")
+        except sqlite3.OperationalError as err:  # a full disk, a read-only or locked file
+            raise RunStateError(f"the call ledger {self.path} cannot be written ({err}); free space "
+                                "on its file system or fix its permissions") from None
+        except sqlite3.DatabaseError as err:
+            raise RunStateError(f"the call ledger {self.path} cannot be opened as a database "
+                                f"({err}); restore it, or move it aside: the journals rebuild "
+                                "what evaluators recorded, spend from older drivers is lost"
+                                ) from None
 
     def record(self, records: Iterable[CallRecord]) -> int:
         """Store records not stored yet; returns how many were new."""

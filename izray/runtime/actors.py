@@ -133,12 +133,27 @@ class _RemoteLimiter:
 
 
 def read_api_key(env_name: str, key_file: str | None) -> str | None:
-    """The API key from ``key_file`` (if set) or the environment variable ``env_name``."""
+    """The API key from ``key_file`` (if set) or the environment variable ``env_name``.
+
+    Raises:
+        ConfigError: ``key_file`` is set but missing, a directory, unreadable or empty (a run
+            would otherwise go without a key, silently).
+    """
     if key_file:
+        from izray.errors import ConfigError
+
+        path = Path(key_file).expanduser()
+        node = ray.util.get_node_ip_address() if ray.is_initialized() else "this node"
+        where = f"evaluator.api_key_file {path} (on {node})"
+        if path.is_dir():
+            raise ConfigError(f"{where} is a directory; point it at the file holding the key")
         try:
-            return Path(key_file).expanduser().read_text().strip() or None
-        except OSError:
-            return None
+            key = path.read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"{where} cannot be read: {err.strerror or err}") from None
+        if not key:
+            raise ConfigError(f"{where} is empty; write the API key into it")
+        return key
     return os.environ.get(env_name) or None
 
 
@@ -168,10 +183,17 @@ class EvaluatorActor:
 
         # No key is fine for servers without auth; one that needs a key answers 401, which
         # fails the run at its first check with a message naming the key variable.
-        key = server_key or read_api_key(key_env, key_file)
+        self.key_problem: Exception | None = None
+        key = server_key
+        if key is None:
+            try:
+                key = read_api_key(key_env, key_file)
+            except Exception as err:  # noqa: BLE001 - reported by check(), in one line
+                self.key_problem = err
         self.client = BlackBoxClient(api_key=key, key_env=key_env,
                                      limiter=_RemoteLimiter(limiter) if limiter else None,
                                      **client_kwargs)
+        from izray.errors import IzrayError
         from izray.report import JOURNAL_MARK
 
         journal, known = None, {}
@@ -192,10 +214,14 @@ class EvaluatorActor:
                     self.journal_problem = (f"the evaluator on {where} cannot write the journal "
                                             f"at {journal_dir} ({err.strerror or err}); "
                                             "check the run directory's permissions and space")
+                except IzrayError as err:  # a damaged journal line: the driver says the same
+                    self.journal_problem = str(err)
         self.evaluator = Evaluator(self.client, concurrency, call_settings, journal, known)
 
     async def check(self) -> None:
         """Fail fast: no durable journal here, or a bad endpoint, key or model."""
+        if self.key_problem is not None:
+            raise self.key_problem
         if self.journal_problem is not None:
             from izray.errors import RunStateError
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,13 +71,49 @@ def retire_evaluators(run_prefix: str, keep: str) -> int:
                  "actor(s)", len(old))
     return len(old)
 
+#: Seconds to wait for a TCP connection to the cluster's address before calling it unreachable.
+RAY_CONNECT_TIMEOUT_S = 10.0
+
+
+def check_ray_address(address: str, source: str) -> None:
+    """Fail in one line, in seconds, on an address no Ray cluster can be at.
+
+    ``ray.init`` raises a ``ValueError`` traceback for ``garbage:xx`` and waits minutes for
+    an unreachable GCS; this checks the form (``host:port``, ``ray://host:port``; ``auto``
+    and ``local`` are Ray's own) and that the port accepts a connection.
+
+    Raises:
+        ConfigError: naming ``source`` (``ray.address`` or ``$RAY_ADDRESS``) and the address.
+    """
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    hostport = hostport.split("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{source}={address!r} is not a Ray address: give HOST:PORT of the "
+                          "head's GCS (e.g. 10.0.0.5:6379), ray://HOST:PORT, or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise ConfigError(f"cannot reach a Ray cluster at {address} ({source}): "
+                          f"{err.strerror or err}; start the head there or fix the address"
+                          ) from None
+
+
 def init_ray(cfg: RunConfig) -> bool:
     """Connect to the configured cluster or start a local one. Returns True if started here."""
     if ray.is_initialized():
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        source = "ray.address" if cfg.ray.address else "$RAY_ADDRESS"
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"cannot connect to the Ray cluster at {address} ({source}): "
+                              f"{first[:200]}") from None
         return False
     num_cpus = cfg.ray.num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
@@ -94,11 +131,28 @@ def preflight(cfg: RunConfig) -> None:
         _check_model_name(cfg.generator.model)
     if cfg.evaluator.embedded:
         _check_model_name(cfg.server.model)
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_ray_address(address, "ray.address" if cfg.ray.address else "$RAY_ADDRESS")
 
 
 def _check_local_cpus(cfg: RunConfig) -> None:
     """A local cluster must leave room for one proposal task, or BO would wait forever."""
-    total = ray.cluster_resources().get("CPU", 0.0)
+    resources = ray.cluster_resources()
+    total = resources.get("CPU", 0.0)
+    g = cfg.generator
+    n = _int_actors(cfg)
+    if g.num_cpus * n > total:
+        raise ConfigError(f"generator.num_actors={n} x generator.num_cpus={g.num_cpus:g} needs "
+                          f"{g.num_cpus * n:g} logical CPUs, the local cluster has {total:g}: "
+                          "lower generator.num_actors or generator.num_cpus, or raise "
+                          "ray.num_cpus")
+    gpus = g.num_gpus * g.tensor_parallel_size * n
+    if isinstance(g.num_actors, int) and gpus > resources.get("GPU", 0.0):
+        raise ConfigError(f"generator.num_actors={n} needs {gpus:g} GPUs (num_gpus x "
+                          f"tensor_parallel_size each), this machine has "
+                          f"{resources.get('GPU', 0.0):g}: lower generator.num_actors or "
+                          "generator.num_gpus, or run on a cluster (ray.address)")
     reserved = (cfg.generator.num_cpus * _int_actors(cfg) + 0.1 * cfg.evaluator.num_actors
                 + (cfg.server.num_cpus if cfg.evaluator.embedded else 0.0))
     if total - reserved < cfg.bo.num_cpus:
@@ -155,7 +209,11 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
     """
     preflight(cfg)
     ev = cfg.evaluator
-    if not ev.embedded and read_api_key(ev.api_key_env, ev.api_key_file) is None:
+    try:
+        key_here = read_api_key(ev.api_key_env, ev.api_key_file)
+    except ConfigError:
+        key_here = "?"  # a bad key file here; the evaluators check theirs on their own nodes
+    if not ev.embedded and key_here is None:
         where = f"file {ev.api_key_file}" if ev.api_key_file else f"${ev.api_key_env}"
         log.warning("no API key in %s here; calls go without one (fine for servers without "
                     "auth; on a cluster the evaluator actors read it on their own nodes)", where)

@@ -13,6 +13,7 @@ so it is disjoint from both.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,14 @@ class Splits:
     def exemplar_pool(self) -> tuple[Example, ...]:
         """``train``, or ``exemplars`` when no pool was recorded."""
         return self.train or self.exemplars
+
+    def fingerprint(self) -> str:
+        """A digest of every example of every split, in order (16 hex digits): a resume checks
+        that the task data it reads is what the run's observations were scored on."""
+        parts = {name: [[ex.input, list(ex.answers)] for ex in getattr(self, name)]
+                 for name in ("exemplars", "dev", "test", "train")}
+        blob = json.dumps(parts, ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 def split_rng(seed: int, task_name: str) -> np.random.Generator:
