@@ -208,7 +208,8 @@ def test_caps_and_prices_from_the_command_line():
     from izray.config import load_config
 
     cfg = load_config(None, ["prices.gpt-4o-mini.prompt=0.15", "prices.sim-model.completion=2",
-                             "caps.run.usd=1.5", "caps.task.api_calls=60"])
+                             "caps.run.usd=1.5", "caps.task.api_calls=60",
+                             "evaluator.model=gpt-4o-mini"])
     assert cfg.prices["gpt-4o-mini"].prompt == 0.15
     assert cfg.prices["sim-model"].completion == 2.0
     assert cfg.caps.run.usd == 1.5 and cfg.caps.task.api_calls == 60
