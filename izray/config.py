@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from izray import _constants as C
-from izray.errors import ConfigError
+from izray.errors import ConfigError, RunStateError
 
 
 def _check(cond: bool, key: str, msg: str, value: Any) -> None:
@@ -645,3 +645,38 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
         data["evaluator"]["base_url"] = redact_url(data["evaluator"]["base_url"])
     return data
 
+
+#: Keys a resume may change: how the run executes, not what it computes.
+RESUMABLE_PREFIXES = ("ray.", "caps.", "prices.", "server.startup_timeout_s", "generator.num_",
+                      "generator.max_actors", "generator.max_batch", "generator.kv_cache_gb",
+                      "generator.gpu_memory_utilization", "evaluator.rpm", "evaluator.tpm",
+                      "evaluator.num_actors", "evaluator.concurrency", "evaluator.timeout_s",
+                      "evaluator.max_attempts", "evaluator.api_key_env", "evaluator.api_key_file",
+                      "evaluator.base_url", "evaluator.cache_path")
+
+
+def check_resume_overrides(saved: Mapping[str, Any], sets: Sequence[str]) -> None:
+    """The resume policy: ``sets`` may change how a run executes, not what it computes.
+
+    Raises:
+        RunStateError: a key outside :data:`RESUMABLE_PREFIXES`, or a saved endpoint URL whose
+            credentials were dropped at save time and are not given again.
+    """
+    for item in sets:
+        key = item.partition("=")[0].strip()
+        if not key.startswith(RESUMABLE_PREFIXES):
+            raise RunStateError(f"resume cannot change {key}: it changes what the run computes;"
+                                " start a new run instead")
+    if "***@" in str(saved.get("evaluator", {}).get("base_url") or "") and not any(
+            s.startswith("evaluator.base_url=") for s in sets):
+        raise RunStateError("the run's endpoint URL had credentials, which were not saved; pass "
+                            "it again with --set evaluator.base_url=...")
+
+
+def first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    """The dotted key where two config dicts first differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return prefix.rstrip(".") or "top level"

@@ -52,7 +52,7 @@ def test_data_fetch_from_a_mirror(tmp_path, ii_data_dir, capsys):
 def test_a_failed_new_run_keeps_its_directory_once_anything_was_paid(tmp_path):
     """A run stopped before its first query (Ctrl-C, a quota error) may already have paid
     answers in its cache, ledger or journal: those must survive the cleanup."""
-    from izray import cli
+    from izray import app
     from izray.evaluation.cache import CachedAnswer, ResponseCache
     from izray.evaluation.ledger import CallRecord, Journal, Ledger
 
@@ -60,7 +60,7 @@ def test_a_failed_new_run_keeps_its_directory_once_anything_was_paid(tmp_path):
     (empty / "journal").mkdir(parents=True)
     (empty / "config.json").write_text("{}")
     Ledger(empty / "ledger.sqlite").close()  # created at start, no call in it
-    assert cli._nothing_recorded(empty)
+    assert app._nothing_recorded(empty)
 
     paid = CallRecord("c1", "plural", "k", True, "cats", 10, 1, 1)
     ledgered = tmp_path / "ledgered"
@@ -75,4 +75,4 @@ def test_a_failed_new_run_keeps_its_directory_once_anything_was_paid(tmp_path):
     journal.append(paid)
     journal.close()
     for out in (ledgered, cached, journaled):
-        assert not cli._nothing_recorded(out), out.name
+        assert not app._nothing_recorded(out), out.name

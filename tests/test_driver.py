@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from izray.cli import main, run_config
+from izray.app import run_config
+from izray.cli import main
 from izray.config import config_from_dict
 
 
@@ -27,7 +28,7 @@ def read_history(out):
 def test_run_writes_contract_outputs(ray_local, simulator, tmp_path, capsys):
     sim = simulator(latency_ms=(1, 5))
     out = tmp_path / "run"
-    assert run_config(sim_config(sim), out) == 0
+    assert run_config(sim_config(sim), out)["tasks"]
     summary = json.loads((out / "summary.json").read_text())
     history = read_history(out)
     assert set(summary["tasks"]) == {"plural", "larger_number"}
@@ -61,7 +62,9 @@ def test_run_writes_contract_outputs(ray_local, simulator, tmp_path, capsys):
         assert r["api_calls"] == 20 * r["queries"] + 10
     # The simulated landscape has a right answer; BO finds an instruction that names it.
     assert summary["tasks"]["plural"]["dev_score"] >= 0.7
-    printed = capsys.readouterr().out
+    from izray.report import format_results  # what `izray run` prints
+
+    printed = format_results(summary)
     assert "best instruction:" in printed and "test score" in printed
     # The driver's log is kept in the run directory, with dates.
     log_lines = (out / "logs" / "driver.log").read_text().splitlines()
@@ -75,7 +78,7 @@ def test_failed_candidates_are_recorded_not_scored_zero(ray_local, simulator, tm
     sim = simulator(fail_500=0.02, seed=3)
     out = tmp_path / "run"
     cfg = sim_config(sim, "evaluator.max_attempts=1", "tasks.names=[plural]")
-    assert run_config(cfg, out) == 0
+    assert run_config(cfg, out)["tasks"]
     history = read_history(out)
     failed = [h for h in history if "error" in h]
     assert failed, "with 2% 500s and no retries some candidates must fail"
@@ -156,7 +159,7 @@ def test_the_error_that_ends_a_session_is_in_the_run_log(ray_local, simulator, t
 
     sim = simulator(latency_ms=(1, 3))
     out = tmp_path / "run"
-    assert run_config(sim_config(sim, "tasks.names=[plural]", "bo.budget=4"), out) == 0
+    assert run_config(sim_config(sim, "tasks.names=[plural]", "bo.budget=4"), out)["tasks"]
 
     def broken_run(self):
         raise RunStateError("disk full while writing state/plural.json")
@@ -177,7 +180,7 @@ def test_baseline_strategies_run_through_the_same_driver(ray_local, simulator, t
     sim = simulator(latency_ms=(1, 3))
     out = tmp_path / "run"
     refs = "tasks.reference_instructions={plural: [Write the plural form., Repeat the word.]}"
-    assert run_config(sim_config(sim, f"strategy={strategy}", refs), out) == 0
+    assert run_config(sim_config(sim, f"strategy={strategy}", refs), out)["tasks"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["strategy"] == strategy
     history = read_history(out)
@@ -204,7 +207,7 @@ def test_sim_hard_landscape_end_to_end(ray_local, simulator, tmp_path):
     out = tmp_path / "run"
     cfg = sim_config(sim, "generator.model=sim-hard", "generator.max_new_tokens=8",
                      "tasks.names=[last_item]", "bo.budget=16", "bo.n_init=8")
-    assert run_config(cfg, out) == 0
+    assert run_config(cfg, out)["tasks"]
     history = read_history(out)
     from izray.testing.landscape import parse
 
@@ -219,7 +222,7 @@ def test_surrogate_settings_reach_the_proposals(ray_local, simulator, tmp_path, 
     out = tmp_path / "run"
     cfg = sim_config(sim, "tasks.names=[plural]", f"bo.surrogate={surrogate}",
                      "bo.incumbent_samples=8", "bo.residual=1.5")
-    assert run_config(cfg, out) == 0
+    assert run_config(cfg, out)["tasks"]
     state = json.loads((out / "state" / "plural.json").read_text())
     settings = state["searcher"]["config"]["settings"]
     assert (settings["surrogate"], settings["incumbent_samples"], settings["residual"]) == (
@@ -233,7 +236,7 @@ def test_racing_and_rescoring_through_the_driver(ray_local, simulator, tmp_path)
     sim = simulator(latency_ms=(1, 3))
     out = tmp_path / "run"
     cfg = sim_config(sim, "tasks.names=[plural]", "bo.racing=0.25", "bo.rescore_top_k=3")
-    assert run_config(cfg, out) == 0
+    assert run_config(cfg, out)["tasks"]
     summary = json.loads((out / "summary.json").read_text())
     r = summary["tasks"]["plural"]
     sel = r["selection"]
@@ -250,7 +253,7 @@ def test_stop_at_max_ends_a_task_at_a_perfect_dev_score(ray_local, simulator, tm
     sim = simulator(latency_ms=(1, 5))
     out = tmp_path / "run"
     cfg = sim_config(sim, "tasks.names=[plural]", "bo.budget=40", "bo.stop_at_max=true")
-    assert run_config(cfg, out) == 0
+    assert run_config(cfg, out)["tasks"]
     r = json.loads((out / "summary.json").read_text())["tasks"]["plural"]
     history = read_history(out)
     first = next(h for h in history if h["dev_score"] == 1.0)  # the sim's plural reaches 1.0
@@ -264,7 +267,7 @@ def test_stop_at_max_ends_a_task_at_a_perfect_dev_score(ray_local, simulator, tm
 def test_resuming_a_finished_run_rewrites_a_stale_summary(ray_local, simulator, tmp_path):
     sim = simulator(latency_ms=(1, 3))
     out = tmp_path / "run"
-    assert run_config(sim_config(sim, "tasks.names=[plural]", "bo.budget=6"), out) == 0
+    assert run_config(sim_config(sim, "tasks.names=[plural]", "bo.budget=6"), out)["tasks"]
     good = json.loads((out / "summary.json").read_text())
     (out / "summary.json").write_text('{"tasks": {}}')  # killed before the summary was written
     assert main(["resume", str(out)]) == 0

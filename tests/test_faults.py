@@ -17,7 +17,7 @@ import time
 
 import ray
 
-from izray.cli import run_config
+from izray.app import run_config
 from izray.config import config_from_dict
 from izray.driver import Driver, prepare_tasks
 from izray.report import RunDir
@@ -36,7 +36,7 @@ def test_fault_mix_completes_and_accounts_every_request(ray_local, simulator, tm
     sim = simulator(fail_429=0.20, retry_after_s=0.2, fail_500=0.05, timeout=0.02, hang_s=2.0,
                     malformed=0.01, latency_ms=(1, 5), seed=7)
     out = tmp_path / "run"
-    assert run_config(_cfg(sim, "evaluator.timeout_s=1", "evaluator.max_attempts=8"), out) == 0
+    assert run_config(_cfg(sim, "evaluator.timeout_s=1", "evaluator.max_attempts=8"), out)["tasks"]
     summary = json.loads((out / "summary.json").read_text())
     history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     stats = sim.stats.as_dict()
