@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -11,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from izray.evaluation.cache import CachedAnswer, ResponseCache, cache_key
-from izray.evaluation.client import BlackBoxClient
+from izray.config import load_config
+from izray.evaluation.cache import CachedAnswer, ResponseCache, cache_key, endpoint_settings
 
 SETTINGS = {"base_url": "https://api.example.com/v1", "model": "gpt-x", "api": "chat",
             "temperature": 0.0, "max_tokens": 48, "stop": ["\n"]}
@@ -104,10 +103,10 @@ def test_key_changes_with_any_setting(field: str, value) -> None:
     assert cache_key(changed, PROMPT) != cache_key(SETTINGS, PROMPT)
 
 
-def test_key_covers_every_setting_the_client_reports() -> None:
-    client = BlackBoxClient("https://api.example.com/v1", "gpt-x", api="chat")
-    settings = client.settings()
-    asyncio.run(client.close())
+def test_key_covers_every_endpoint_setting() -> None:
+    settings = endpoint_settings(load_config(None, ["evaluator.base_url=https://api.example.com/v1",
+                                                    "evaluator.model=gpt-x"]))
+    assert set(settings) == {"endpoint", "model", "api", "temperature", "max_tokens", "stop"}
     base = cache_key(settings, PROMPT)
     for name, value in settings.items():
         other = "something else" if not isinstance(value, (int, float)) else value + 1
@@ -145,15 +144,22 @@ def test_key_is_stable_across_processes() -> None:
 
 
 def test_keys_need_no_secret() -> None:
-    secret = "sk-cache-test-SECRET-0f9e8d"
-    with_key = BlackBoxClient("https://api.example.com/v1", "gpt-x", api_key=secret)
-    other_key = BlackBoxClient("https://api.example.com/v1", "gpt-x", api_key="sk-other")
-    no_key = BlackBoxClient("https://api.example.com/v1", "gpt-x")
-    keys = {cache_key(c.settings(), PROMPT) for c in (with_key, other_key, no_key)}
-    assert secret not in json.dumps(with_key.settings())
-    for c in (with_key, other_key, no_key):
-        asyncio.run(c.close())
+    base = ["evaluator.base_url=https://api.example.com/v1", "evaluator.model=gpt-x"]
+    variants = [base, [*base, "evaluator.api_key_env=OTHER_KEY"],
+                [*base, "evaluator.api_key_file=/run/secrets/key"]]
+    keys = {cache_key(endpoint_settings(load_config(None, v)), PROMPT) for v in variants}
     assert len(keys) == 1  # rotating the key keeps every cached answer usable
+    # Credentials in the URL never reach the settings (they are journaled and hashed).
+    secret = "sk-cache-test-SECRET-0f9e8d"
+    with_creds = endpoint_settings(load_config(None, [
+        f"evaluator.base_url=https://user:{secret}@api.example.com/v1", "evaluator.model=gpt-x"]))
+    assert secret not in json.dumps(with_creds)
+    assert with_creds["endpoint"] == "https://***@api.example.com/v1"
+
+
+def test_embedded_endpoint_is_named_by_its_model_not_its_port() -> None:
+    settings = endpoint_settings(load_config(None, []))  # no base_url: the embedded server
+    assert settings["endpoint"].startswith("embedded:")
 
 
 def test_the_database_holds_no_prompt_or_secret_in_clear(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Evaluation: instruction -> black-box prompts -> answers -> per-example scores."""
 
-from izray.evaluation.cache import CachedAnswer, ResponseCache, cache_key
+from izray.evaluation.cache import CachedAnswer, ResponseCache, cache_key, endpoint_settings
 from izray.evaluation.client import BlackBoxClient, CallResult
 from izray.evaluation.evaluator import CallOutcome, Evaluator
 from izray.evaluation.ratelimit import RateLimiter, estimate_tokens
@@ -16,6 +16,7 @@ __all__ = [
     "RateLimiter",
     "ResponseCache",
     "cache_key",
+    "endpoint_settings",
     "estimate_tokens",
     "resolve_api",
     "template_for",

@@ -15,9 +15,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from izray.errors import RunStateError
+
+if TYPE_CHECKING:
+    from izray.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,32 @@ class CachedAnswer:
     text: str
     prompt_tokens: int
     completion_tokens: int
+
+
+def endpoint_settings(cfg: RunConfig) -> dict[str, Any]:
+    """Everything besides the prompt that decides a black-box answer: the base of every cache
+    key, the journal's and the detached evaluators' identity. The one place they are built.
+
+    The endpoint is the URL without credentials, or ``embedded:MODEL`` for the embedded
+    server (whose port changes every start). The API key is never part of it: rotating a key
+    keeps every cached answer.
+
+    Example:
+        >>> from izray.config import load_config
+        >>> endpoint_settings(load_config(None, ["evaluator.base_url=https://u:p@x.io/v1",
+        ...                                      "evaluator.model=m"]))["endpoint"]
+        'https://***@x.io/v1'
+    """
+    from izray import _constants as C
+    from izray.config import redact_url
+    from izray.evaluation.templates import resolve_api
+
+    ev = cfg.evaluator
+    return {"endpoint": f"embedded:{cfg.server.model}" if ev.embedded else redact_url(
+                ev.base_url or ""),
+            "model": C.EMBEDDED_MODEL_NAME if ev.embedded else ev.model,
+            "api": resolve_api(ev), "temperature": ev.temperature, "max_tokens": ev.max_tokens,
+            "stop": list(ev.stop)}
 
 
 def cache_key(settings: Mapping[str, Any], prompt: str) -> str:

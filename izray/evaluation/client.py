@@ -194,12 +194,6 @@ class BlackBoxClient:
         self._succeeded = 0  # calls answered so far
         self._rejected = 0  # calls in a row that failed for a reason no retry fixes
 
-    def settings(self) -> dict[str, Any]:
-        """Everything that determines an answer besides the prompt (the cache key's base)."""
-        return {"base_url": self.shown_url, "model": self.model, "api": self.api,
-                "temperature": self.temperature, "max_tokens": self.max_tokens,
-                "stop": self.stop}
-
     def _wait(self, state: RetryCallState) -> float:
         err = state.outcome.exception() if state.outcome else None
         ra = retry_after_seconds(err) if err else None

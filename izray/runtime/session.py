@@ -18,7 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from izray import _constants as C
 from izray.config import RunConfig, config_to_dict
 from izray.errors import ConfigError, IzrayError
-from izray.evaluation import resolve_api
+from izray.evaluation import endpoint_settings, resolve_api
 from izray.generation import ModelInfo
 from izray.models import BUILTIN_MODELS, resolve_model
 from izray.runtime.actors import ACTOR_ENV, RateLimiterActor, ServerActor, read_api_key
@@ -259,11 +259,8 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
             limiter = shared_limiter(cfg, model)
             if ev.embedded:
                 extra.append(limiter)
-        endpoint = (f"embedded:{cfg.server.model}" if ev.embedded
-                    else config_to_dict(cfg)["evaluator"]["base_url"])
-        call_settings = {"endpoint": endpoint, "model": model, "api": resolve_api(ev),
-                         "temperature": ev.temperature, "max_tokens": ev.max_tokens,
-                         "stop": list(ev.stop)}
+        call_settings = endpoint_settings(cfg)
+        endpoint = call_settings["endpoint"]
         # On a cluster the evaluators are detached and named after the run directory: they
         # outlive a crashed driver, finish and journal its in-flight calls, and a resumed
         # driver reconnects to them.
