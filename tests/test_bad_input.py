@@ -203,6 +203,17 @@ def _web_page_answers(c: Ctx) -> list[str]:
                                             "evaluator.max_attempts=1"))
 
 
+def _bad_answers(kind: str) -> Callable[[Ctx], list[str]]:
+    """Every answer a 200 of ``kind`` (content a list, a number, null; ``choices: []``)."""
+
+    def build(c: Ctx) -> list[str]:
+        sim = c.sim(bad_first=10_000, bad_kind=kind)
+        return c.run("--tasks", "plural", *sets(*SIM, f"evaluator.base_url={sim.base_url}",
+                                                "evaluator.max_attempts=1"))
+
+    return build
+
+
 def _out_under_a_file(c: Ctx) -> list[str]:
     afile = c.tmp / "afile"
     afile.write_text("not a directory\n")
@@ -401,6 +412,9 @@ CASES = [
     Case("400-on-every-call", _every_call_400, "all failed with HTTP 400", starts=True),
     Case("web-page-on-every-call", _web_page_answers, "all failed with MalformedResponse",
          starts=True),
+    *(Case(f"200-with-{kind}-on-every-call", _bad_answers(kind),
+           "all failed with MalformedResponse", starts=True)
+      for kind in ("list", "int", "null", "no_choices")),
     Case("resume-not-a-run", _resume_not_a_run, "is not an izray run directory"),
     Case("resume-empty-dir", _resume_empty_dir, "is not an izray run directory"),
     Case("resume-missing-dir", _resume_missing, "nope is not a directory"),
