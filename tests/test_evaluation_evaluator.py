@@ -84,3 +84,36 @@ def test_fatal_endpoint_error_is_raised(simulator) -> None:
 
 def test_empty_batch() -> None:
     assert evaluate("http://127.0.0.1:9/v1", [], concurrency=2) == []
+
+
+def test_journal_records_every_request_and_lost_calls_count_them(simulator, tmp_path) -> None:
+    """A sent line per request (attempt), so a call lost with its process counts each request
+    the server saw; a journaled call is not lost."""
+    from izray.evaluation.cache import cache_key
+    from izray.evaluation.ledger import SENT_SUFFIX, Journal, lost_calls
+
+    sim = simulator(fail_500=0.4, noise=0.0, seed=2)
+    journal = Journal(tmp_path / "j" / "eval-a.jsonl")
+    settings = {"endpoint": sim.base_url, "model": "sim-model"}
+
+    async def go() -> list[CallOutcome]:
+        client = BlackBoxClient(sim.base_url, "sim-model", sleep=_no_sleep, max_attempts=30)
+        try:
+            return await Evaluator(client, 5, settings, journal).evaluate(prompts(WORDS[:20]))
+        finally:
+            await client.close()
+
+    out = asyncio.run(go())
+    journal.close()
+    assert any(o.attempts > 1 for o in out)
+    sent = (tmp_path / "j" / ("eval-a.jsonl" + SENT_SUFFIX)).read_text().splitlines()
+    assert len(sent) == sim.stats.requests == sum(o.attempts for o in out)
+    assert lost_calls(tmp_path / "j") == []  # all journaled
+    # A process that died mid-call: its sent lines, no outcome.
+    dead = Journal(tmp_path / "j" / "eval-b.jsonl")
+    key = cache_key(settings, "lost prompt")
+    for _ in range(3):  # three requests (two retried 5xx, one in flight at the kill)
+        dead.sent("call-x", "plural", key)
+    dead.close()
+    (lost,) = lost_calls(tmp_path / "j")
+    assert (lost.id, lost.key, lost.ok, lost.attempts) == ("call-x", key, False, 3)

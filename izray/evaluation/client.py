@@ -208,8 +208,14 @@ class BlackBoxClient:
                  _describe(err), state.attempt_number, self.max_attempts,
                  state.next_action.sleep if state.next_action else 0.0)
 
-    async def complete(self, prompt: str) -> CallResult:
+    async def complete(self, prompt: str,
+                       on_attempt: Callable[[int], None] | None = None) -> CallResult:
         """One answer for ``prompt``.
+
+        Args:
+            prompt: The prompt.
+            on_attempt: Called with the attempt number (1, 2, ...) just before each request
+                leaves (the journal's sent record: every request the server may count).
 
         Raises:
             EndpointError: 401/403/404/quota: fix the configuration.
@@ -225,6 +231,8 @@ class BlackBoxClient:
                 if delay > 0:
                     await self.sleep(delay)
             attempts += 1
+            if on_attempt is not None:
+                on_attempt(attempts)
             try:
                 text, usage = await self._request(prompt)
             except Exception as err:

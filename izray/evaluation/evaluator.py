@@ -74,13 +74,12 @@ class Evaluator:
         self._inflight: dict[str, asyncio.Future] = {}
 
     async def _call(self, prompt: str, sent=None) -> CallOutcome:
-        """One call; ``sent(call_id)`` runs just before its first request leaves."""
+        """One call; ``sent(call_id)`` runs just before each of its requests leaves."""
         call_id = uuid.uuid4().hex
         async with self._sem:
-            if sent is not None:
-                sent(call_id)
             try:
-                r = await self.client.complete(prompt)
+                r = await self.client.complete(
+                    prompt, None if sent is None else lambda _attempt: sent(call_id))
             except CallFailed as err:
                 return CallOutcome(None, attempts=err.attempts, error=str(err), call_id=call_id)
             return CallOutcome(r.text, r.prompt_tokens, r.completion_tokens, r.attempts,

@@ -89,7 +89,8 @@ class Journal:
         os.fsync(self._fh.fileno())
 
     def sent(self, call_id: str, tag: str, key: str) -> None:
-        """Record that call ``call_id`` is about to be sent (before any request leaves)."""
+        """Record that a request of call ``call_id`` is about to leave (one line per attempt:
+        a call lost with its process counts every request it made)."""
         self._sent.write(json.dumps({"id": call_id, "tag": tag, "key": key}) + "\n")
         self._sent.flush()
         os.fsync(self._sent.fileno())
@@ -111,12 +112,12 @@ def lost_calls(directory: str | Path) -> list[CallRecord]:
 
     Call this when no writer of ``directory`` is still running (every call it sent has been
     journaled by then, or never will be). Each lost call was sent at least once and may have
-    been paid; its answer is gone. Returned as failed records with one attempt, so that the
-    ledger counts the request; tokens are unknown (0).
+    been paid; its answer is gone. Returned as failed records with one attempt per request it
+    made (a sent line each), so that the ledger counts every request; tokens are unknown (0).
     """
     directory = Path(directory)
     done = {r.id for r in read_journals(directory)}
-    lost = []
+    lost: dict[str, CallRecord] = {}
     for path in sorted(directory.glob("*.jsonl" + SENT_SUFFIX)):
         with open(path, encoding="utf-8") as fh:
             for line in fh:
@@ -125,10 +126,12 @@ def lost_calls(directory: str | Path) -> list[CallRecord]:
                     call_id, tag, key = str(d["id"]), str(d.get("tag", "")), str(d["key"])
                 except (json.JSONDecodeError, KeyError, TypeError):
                     continue  # a write cut short by the crash
-                if call_id not in done:
-                    done.add(call_id)
-                    lost.append(CallRecord(call_id, tag, key, False, None, 0, 0, 1, LOST_ERROR))
-    return lost
+                if call_id in done:
+                    continue
+                prev = lost.get(call_id)
+                lost[call_id] = CallRecord(call_id, tag, key, False, None, 0, 0,
+                                           1 + (prev.attempts if prev else 0), LOST_ERROR)
+    return list(lost.values())
 
 
 def read_journals(directory: str | Path) -> Iterator[CallRecord]:
