@@ -45,7 +45,10 @@ def test_fault_mix_completes_and_accounts_every_request(ray_local, simulator, tm
     assert stats["injected_timeout"] > 0 and stats["injected_malformed"] > 0
     for name, r in summary["tasks"].items():
         mine = [h for h in history if h["task"] == name]
-        assert r["finished"] and r["queries"] == 8 and len(mine) == 8
+        # 8 paid queries; a candidate that decodes to a known instruction is one more line
+        # (asynchronous BO: which one depends on the order answers arrive in)
+        assert r["finished"] and r["queries"] == 8 and len(mine) >= 8
+        assert [h["query"] for h in mine if h["query"]] == list(range(1, 9))
         # scored, or recorded as failed with its error: never a silent 0
         assert all(h["dev_score"] is not None or h.get("error") for h in mine)
     assert stats["requests"] == summary["usage"]["api_calls"]
