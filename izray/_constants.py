@@ -108,3 +108,9 @@ SCORE_MAX = 1.0
 # --- embedded server -------------------------------------------------------------------------
 #: vLLM's OpenAI server on the CPU build was ready after ~113 s on 2 cores; allow slack.
 SERVER_STARTUP_TIMEOUT_S = 900.0
+
+# --- ray -------------------------------------------------------------------------------------
+#: Seconds a stop (SIGTERM, SIGINT) lets in-flight black-box calls finish, so their answers
+#: are journaled and a resume need not pay again: a few times a typical API call's latency.
+#: Inside a Ray job it is cut to what ``ray job stop`` waits before SIGKILL (izray.stopping).
+STOP_GRACE_S = 20.0

@@ -176,15 +176,21 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def plot_curves(curves: Mapping[str, Mapping[str, Sequence[np.ndarray]]], path: str | Path,
-                title: str) -> Path:
+                title: str, *, mean_panel: bool = True,
+                panel_size: tuple[float, float] = (4.2, 3.0)) -> Path:
     """Best-so-far dev score against paid queries: one panel per task and one for the mean
     over tasks; one line per strategy (mean over seeds). In the task panels the band spans
     the seeds' min-max; the mean panel has none (its spread would be the tasks' difficulty).
 
     Args:
-        curves: ``{task: {strategy: [curve per seed]}}``.
+        curves: ``{task: {strategy: [curve per seed]}}``. A NaN is a point not reached yet
+            (a run still going); it is left out of the means.
         path: PNG to write.
         title: Figure title.
+        mean_panel: Add the "mean over tasks" panel. Without it the legend goes beside the
+            panels (``izray report`` of one run plots its tasks, many lines, in one panel:
+            ``{run: {task: [curve]}}``).
+        panel_size: Inches per panel (width, height).
     """
     import matplotlib
 
@@ -192,11 +198,11 @@ def plot_curves(curves: Mapping[str, Mapping[str, Sequence[np.ndarray]]], path: 
     import matplotlib.pyplot as plt
 
     tasks = sorted(curves)
-    panels = [*tasks, "mean over tasks"]
+    panels = [*tasks, "mean over tasks"] if mean_panel else tasks
     cols = min(3, len(panels))
     rows_n = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.0 * rows_n), squeeze=False,
-                             sharex=True)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows_n),
+                             squeeze=False, sharex=True)
     strategies = sorted({s for t in tasks for s in curves[t]})
     colors = {s: f"C{i}" for i, s in enumerate(strategies)}
     for ax, panel in zip(axes.flat, panels, strict=False):
@@ -205,6 +211,10 @@ def plot_curves(curves: Mapping[str, Mapping[str, Sequence[np.ndarray]]], path: 
                 per_task = [np.nanmean(np.stack(curves[t][s]), axis=0) for t in tasks
                             if curves[t].get(s)]
                 stack = np.stack(per_task) if per_task else None
+                if stack is not None:  # only as far as every task got (a run still going)
+                    reached = [np.nonzero(np.isfinite(c))[0] for c in stack]
+                    cut = min((int(r[-1]) for r in reached if r.size), default=-1)
+                    stack[:, cut + 1:] = np.nan
             else:
                 stack = np.stack(curves[panel][s]) if curves[panel].get(s) else None
             if stack is None:
@@ -216,13 +226,18 @@ def plot_curves(curves: Mapping[str, Mapping[str, Sequence[np.ndarray]]], path: 
                                 color=colors[s], alpha=0.15, linewidth=0)
         ax.set_title(panel, fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(panels):]:
-        ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("paid queries")
+    for i, ax in enumerate(axes.flat):
+        if i >= len(panels):
+            ax.axis("off")
+        elif i + cols >= len(panels):  # nothing below it: it shows the x axis
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel("paid queries")
     for ax in axes[:, 0]:
         ax.set_ylabel("best dev score")
-    axes.flat[0].legend(fontsize=8)
+    if mean_panel:
+        axes.flat[0].legend(fontsize=8)
+    else:  # one line per task: many lines, the legend goes beside the panels
+        axes.flat[cols - 1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)

@@ -30,18 +30,29 @@ def run_new(cfg: RunConfig, out: Path) -> dict[str, Any]:
     Raises:
         RunStateError: ``out`` holds a run with another config.
     """
-    from izray.config import config_to_dict
-    from izray.driver import saved_config
-
-    if (out / "config.json").is_file():
-        saved = saved_config(out)
-        if saved != config_to_dict(cfg):
-            key = first_difference(saved, config_to_dict(cfg))
-            raise RunStateError(f"{out} holds a run with a different config (at {key}); choose "
-                                "another --out, or `izray resume` it")
+    if holds_this_run(cfg, out):
         log.info("%s holds this run already: continuing it", out)
         return run_config(cfg, out, resume=True)
     return run_config(cfg, out)
+
+
+def holds_this_run(cfg: RunConfig, out: Path) -> bool:
+    """Whether ``out`` holds a run of ``cfg`` (False: no run there).
+
+    Raises:
+        RunStateError: ``out`` holds a run with another config.
+    """
+    from izray.config import config_to_dict
+    from izray.driver import saved_config
+
+    if not (out / "config.json").is_file():
+        return False
+    saved = saved_config(out)
+    if saved != config_to_dict(cfg):
+        key = first_difference(saved, config_to_dict(cfg))
+        raise RunStateError(f"{out} holds a run with a different config (at {key}); choose "
+                            "another --out, or `izray resume` it")
+    return True
 
 
 def resume_run(out: Path, sets: list[str]) -> dict[str, Any]:
@@ -146,7 +157,18 @@ def _execute(cfg, rundir, tasks, resume: bool) -> dict:
     log.info("izray: %d task(s) %s, budget %d each, black box: %s; run directory %s",
              len(tasks), ", ".join(t.name for t, _ in tasks), cfg.bo.budget,
              describe_endpoint(cfg), rundir.path)
-    session = start_pools(cfg, rundir.path)
+    # SIGTERM/SIGINT: abort while the pools start; afterwards stop safely (izray.stopping).
+    # Installed again once Ray is connected: ray.init sets its own SIGTERM handler.
+    stop = driver.stop
+    stop.raising = True
+    stop.install()
+    try:
+        session = start_pools(cfg, rundir.path, on_connected=stop.install)
+    except BaseException:
+        stop.restore()
+        driver.close()
+        raise
+    stop.raising = False
     # From here on the run is under way: its log also goes to OUT/logs/driver.log (appended
     # by every resume). Not before, so that bad input leaves a run directory untouched.
     file_log = _log_to_file(rundir.path / "logs" / DRIVER_LOG)
@@ -163,9 +185,10 @@ def _execute(cfg, rundir, tasks, resume: bool) -> dict:
         raise
     finally:
         driver.close()
-        session.shutdown()
+        session.shutdown()  # the run's actors (detached ones too) and its autoscaler request
         if ray.is_initialized() and session.owns_ray:
             ray.shutdown()
+        stop.restore()
         _stop_logging_to_file(file_log)
 
 

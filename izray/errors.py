@@ -7,11 +7,21 @@ message must say what is wrong *and* what to change.
 
 from __future__ import annotations
 
+#: Exit codes of ``izray run`` / ``izray resume`` (README "Exit codes").
+EXIT_OK = 0
+"""Every task finished."""
+EXIT_BAD_INPUT = 2
+"""Bad input (config, tasks, endpoint, key, run directory): one ``izray: error:`` line."""
+EXIT_INCOMPLETE = 3
+"""The run ended, but some task was stopped by a cap or has no test score (failed)."""
+EXIT_INTERRUPTED = 130
+"""Stopped by SIGTERM or SIGINT (``ray job stop``, Ctrl-C); ``izray resume OUT`` continues."""
+
 
 class IzrayError(Exception):
     """Root of all izray errors. ``str(err)`` is a one-line message for the user."""
 
-    exit_code: int = 2
+    exit_code: int = EXIT_BAD_INPUT
 
 
 class ConfigError(IzrayError):
@@ -48,3 +58,9 @@ class BudgetExhausted(IzrayError):
 
 class RunStateError(IzrayError):
     """A run directory is missing, not a run, or inconsistent with the request."""
+
+
+class Interrupted(IzrayError):
+    """The run was stopped by a signal (SIGTERM, SIGINT); its state is consistent."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -36,14 +36,14 @@ def read_history(out: Path) -> list[dict]:
 
 def capped_run(sim, out: Path) -> dict:
     """A run of ``plural`` stopped by ``caps.task.api_calls=60`` (3 dev evaluations)."""
-    assert main(run_argv(sim, out, "caps.task.api_calls=60")) == 0
+    assert main(run_argv(sim, out, "caps.task.api_calls=60")) == 3  # EXIT_INCOMPLETE
     return read_summary(out)
 
 
 def test_task_api_call_cap_stops_gracefully(ray_local, simulator, tmp_path, capsys):
     sim = simulator(latency_ms=(1, 3))
     out = tmp_path / "run"
-    summary = capped_run(sim, out)  # exit 0: a cap is not an error
+    summary = capped_run(sim, out)  # exit 3: stopped by a cap (not an error: results kept)
     r = summary["tasks"]["plural"]
     assert r["finished"] is True
     assert r["stopped"] is not None and r["stopped"].startswith("caps.task.api_calls=60 reached")
@@ -106,7 +106,7 @@ def test_run_usd_cap_is_never_exceeded_and_cost_is_reported(ray_local, simulator
     code = main(run_argv(sim, out, "prices.sim-model.prompt=1000000",
                          "prices.sim-model.completion=1000000", f"caps.run.usd={cap}",
                          tasks="plural,larger_number"))
-    assert code == 0
+    assert code == 3  # stopped by the cap
     summary = read_summary(out)
     usage = summary["usage"]
     assert isinstance(usage["usd"], float) and 0 < usage["usd"] <= cap
@@ -135,7 +135,7 @@ def test_query_cap_counts_candidates_in_flight(ray_local, simulator, tmp_path):
     sim = simulator(latency_ms=(1, 3))
     out = tmp_path / "run"
     # batch 2 keeps two candidates in flight; a cap of 3 must not let a fourth start.
-    assert main(run_argv(sim, out, "caps.task.queries=3", tasks="plural,larger_number")) == 0
+    assert main(run_argv(sim, out, "caps.task.queries=3", tasks="plural,larger_number")) == 3
     summary = read_summary(out)
     for name, r in summary["tasks"].items():
         assert r["queries"] == 3, (name, r)
@@ -150,7 +150,7 @@ def test_token_cap_holds_while_tasks_share_it(ray_local, simulator, tmp_path):
     out = tmp_path / "run"
     cap = 3000
     assert main(run_argv(sim, out, f"caps.run.prompt_tokens={cap}", "bo.batch_size=4",
-                         tasks="plural,larger_number,last_item")) == 0
+                         tasks="plural,larger_number,last_item")) == 3
     summary = read_summary(out)
     assert 0 < summary["usage"]["prompt_tokens"] <= cap
     assert sim.stats.as_dict()["prompt_tokens"] == summary["usage"]["prompt_tokens"]
@@ -163,7 +163,7 @@ def test_test_evaluation_is_skipped_when_it_would_cross_a_cap(ray_local, simulat
     sim = simulator(latency_ms=(1, 3))
     out = tmp_path / "run"
     # Budget 2 with 20 dev calls each fits under 44 calls; the 5 test calls would not.
-    assert main(run_argv(sim, out, "bo.budget=2", "bo.n_init=2", "caps.task.api_calls=44")) == 0
+    assert main(run_argv(sim, out, "bo.budget=2", "bo.n_init=2", "caps.task.api_calls=44")) == 3
     r = read_summary(out)["tasks"]["plural"]
     assert r["queries"] == 2 and r["finished"] is True and r["test_score"] is None
     assert r["api_calls"] <= 44

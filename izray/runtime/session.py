@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,8 +202,12 @@ def shared_limiter(cfg: RunConfig, model: str):
     return handle
 
 
-def start_pools(cfg: RunConfig, run_path: Path) -> Session:
+def start_pools(cfg: RunConfig, run_path: Path,
+                on_connected: Callable[[], None] | None = None) -> Session:
     """Start Ray, the embedded server if needed, the generator and evaluator pools.
+
+    ``on_connected`` is called once Ray is connected (before any actor starts): the app
+    installs its signal handlers again there, over the one ``ray.init`` sets.
 
     Raises:
         IzrayError: a model cannot be loaded, the endpoint is unreachable or rejects the key.
@@ -218,6 +223,8 @@ def start_pools(cfg: RunConfig, run_path: Path) -> Session:
         log.warning("no API key in %s here; calls go without one (fine for servers without "
                     "auth; on a cluster the evaluator actors read it on their own nodes)", where)
     owns = init_ray(cfg)
+    if on_connected is not None:
+        on_connected()
     extra = []
     pools: list = []
     t0 = time.monotonic()
