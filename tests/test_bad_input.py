@@ -36,8 +36,8 @@ SIM = ("generator.backend=sim", "evaluator.model=sim-model", "bo.budget=4", "bo.
        "bo.batch_size=2", "tasks.n_test=5", "generator.max_new_tokens=8")
 
 
-#: A line of the CLI's own log (``_setup_logging``): time, then the message.
-PROGRESS = re.compile(r"\d\d:\d\d:\d\d \S")
+#: A line of the CLI's own log (``_setup_logging``): (date,) time, then the message.
+PROGRESS = re.compile(r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d \S")
 #: A line Ray's log monitor forwards from an actor of the (shared) test cluster.
 FORWARDED = re.compile(r"(\x1b\[\d+m)?\(\w+ pid=\d+(, ip=[\d.]+)?\)")
 

@@ -102,6 +102,10 @@ def check_ray_address(address: str, source: str) -> None:
                           ) from None
 
 
+#: Ray's logger that announces token authentication when a local cluster starts.
+RAY_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def init_ray(cfg: RunConfig) -> bool:
     """Connect to the configured cluster or start a local one. Returns True if started here."""
     if ray.is_initialized():
@@ -117,6 +121,9 @@ def init_ray(cfg: RunConfig) -> bool:
                               f"{first[:200]}") from None
         return False
     num_cpus = cfg.ray.num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
+    # A private cluster of this process: Ray's notice that it enabled token auth by default
+    # tells the operator nothing to do (the cluster is gone when the run ends).
+    logging.getLogger(RAY_AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     return True
 

@@ -19,15 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from izray.reporting import (
-    Report,
-    Run,
-    _cell,
-    _columns,
-    _notes,
-    top_instructions,
-    write_plot,
-)
+from izray.reporting.formats import _cell, _columns, _notes
+from izray.reporting.plots import write_plot
+from izray.reporting.runs import Report, Run
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 20px;
@@ -68,6 +62,20 @@ _TEXT = {"task", "run", "strategy", "metric", "stopped_by"}
 def e(text: Any) -> str:
     """``text`` escaped for HTML (text and attribute values), ``://`` made inert."""
     return html.escape(str(text), quote=True).replace("://", "&#58;//")
+
+
+def top_instructions(run: Run, task: str, k: int = 5) -> list[dict[str, Any]]:
+    """The ``k`` distinct instructions of ``task`` with the best dev scores (ties: the first
+    scored), each ``{"instruction", "dev_score", "query"}`` (its first scoring query)."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in run.records(task):
+        text, score = r.get("instruction"), r.get("dev_score")
+        if not isinstance(text, str) or score is None:
+            continue
+        if text not in best or score > best[text]["dev_score"]:
+            best[text] = {"instruction": text, "dev_score": score,
+                          "query": best.get(text, r).get("query")}
+    return sorted(best.values(), key=lambda entry: -entry["dev_score"])[:k]
 
 
 def write_html(report: Report, path: str | Path) -> Path:

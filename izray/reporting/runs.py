@@ -1,34 +1,18 @@
-"""``izray report``: one or more run directories as a table, a plot and an HTML page.
+"""Run directories read into :class:`Run` and :class:`Report` rows (see :mod:`izray.reporting`).
 
-Works from the run directory alone (no data, no models, no Ray), finished or mid-run. A
-finished task's numbers come from ``summary.json``; a task not finished yet (or a run with no
-``summary.json`` so far) is rebuilt from ``history.jsonl`` (best dev score and instruction,
-queries, candidates, failed queries), ``state/TASK.json`` (references, test score, stop
-reason) and ``ledger.sqlite`` (API calls and tokens); its test score is missing until the
-task is done. Its status is ``running`` while a driver holds ``OUT/.lock``, else
-``unfinished`` (``izray resume OUT`` continues it).
-
-Several run directories are shown side by side per task, each labelled by its strategy
-(when the strategies differ) or else its directory name, with the difference of test and
-dev score against the first one.
+A finished task's row comes from ``summary.json``; a task not finished yet is rebuilt from
+``history.jsonl``, ``state/TASK.json`` and ``ledger.sqlite``. Nothing here formats or plots.
 
 Example:
     report = load_report(["runs/iz", "runs/uniform"])
-    print(format_table(report))
-    write_plot(report, "curves.png")
+    report.means[0]["test_score"]
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import fcntl
-import io
 import json
-import math
 import sqlite3
-import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +20,6 @@ from typing import Any
 
 from izray.errors import RunStateError
 from izray.report import CONFIG, HISTORY, LEDGER, SUMMARY
-
-FORMATS = ("table", "md", "csv", "json")
 
 #: (row key, table heading) of the table, in order. ``run`` and the two differences only
 #: appear with several runs.
@@ -51,8 +33,6 @@ COLUMNS = [("task", "task"), ("run", "run"), ("strategy", "strategy"), ("metric"
 FIELDS = [k for k, _ in COLUMNS] + ["reference_dev", "prompt_tokens", "completion_tokens",
                                     "wall_s", "n_dev", "n_test", "stopped", "best_instruction",
                                     "path"]
-_SCORES = {"reference_test", "dev_score", "test_score", "reference_dev"}
-_DIFFS = {"diff_test", "diff_dev"}
 _MEANED = ["reference_test", "reference_dev", "dev_score", "test_score", "queries", "candidates",
            "failed", "api_calls", "prompt_tokens", "completion_tokens", "tokens", "usd", "wall_s"]
 
@@ -112,10 +92,8 @@ class Report:
         return [run.rows[t] for t in self.tasks for run in self.runs if t in run.rows]
 
 
-# ------------------------------------------------------------------------------ loading
-
 def load_report(paths: Sequence[str | Path]) -> Report:
-    """Read run directories (see the module docstring) into a :class:`Report`.
+    """Read run directories (see :mod:`izray.reporting`) into a :class:`Report`.
 
     Raises:
         RunStateError: a path is not a run directory, or one of its files is damaged.
@@ -355,210 +333,3 @@ def _diff(a: Any, b: Any) -> float | None:
 def _add(a: Any, b: Any) -> int | None:
     return None if a is None or b is None else a + b
 
-
-# ------------------------------------------------------------------------------ formats
-
-def _columns(report: Report) -> list[tuple[str, str]]:
-    """The table's columns: ``run`` and the differences with several runs, ``strategy``
-    unless the runs are labelled by it."""
-    many = len(report.runs) > 1
-    by_strategy = many and all(r.label == r.strategy for r in report.runs)
-    return [(k, h) for k, h in COLUMNS
-            if (many or (k != "run" and k not in _DIFFS)) and not (by_strategy and
-                                                                 k == "strategy")]
-
-
-def _cell(key: str, value: Any, mean: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if key in _SCORES:
-        return f"{value:.3f}"
-    if key in _DIFFS:
-        return f"{value:+.3f}"
-    if key == "usd":
-        return f"{value:.4f}"
-    if key == "tokens" and value >= 10_000:
-        return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
-    if isinstance(value, float):
-        return f"{value:.1f}" if mean else f"{value:g}"
-    return str(value)
-
-
-def _grid(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Headings and text cells of every task row, then the mean rows."""
-    cols = _columns(report)
-    cells = [[_cell(k, row.get(k)) for k, _ in cols] for row in report.rows]
-    cells += [[_cell(k, m.get(k), mean=True) if k != "status" else m["status"] for k, _ in cols]
-              for m in report.means]
-    return [h for _, h in cols], cells
-
-
-def _notes(report: Report) -> list[str]:
-    notes = []
-    for run, mean in zip(report.runs, report.means, strict=True):
-        if mean["n_tested"] < mean["n_tasks"]:
-            notes.append(f"{run.label}: mean test over {mean['n_tested']} of {mean['n_tasks']} "
-                         "tasks (the others have no test score yet)")
-    if len(report.runs) > 1:
-        notes.append(f"Δtest, Δdev: against {report.runs[0].label} (means: over the tasks "
-                     "both have)")
-    return notes
-
-
-def format_table(report: Report, width: int = 100) -> str:
-    """Aligned plain text: the table, notes, each row's best instruction (cut to ``width``)."""
-    heads, cells = _grid(report)
-    widths = [max(len(c) for c in col) for col in zip(heads, *cells, strict=True)]
-    numeric = {i for i, (k, _) in enumerate(_columns(report))
-               if k not in {"task", "run", "strategy", "metric", "status", "stopped_by"}}
-
-    def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if i in numeric else v.ljust(w)
-                         for i, (v, w) in enumerate(zip(values, widths, strict=True))).rstrip()
-
-    n = len(report.rows)
-    out = [line(heads), line(["-" * w for w in widths]), *map(line, cells[:n]),
-           line(["-" * w for w in widths]), *map(line, cells[n:])]
-    out += ["", *_notes(report)] if _notes(report) else []
-    out += ["", "best instructions:"]
-    for row in report.rows:
-        who = f"{row['task']} [{row['run']}]" if len(report.runs) > 1 else row["task"]
-        text = " ".join(str(row.get("best_instruction") or "(none yet)").split())
-        text = text if len(text) <= width else text[:width - 3] + "..."
-        out.append(f"  {who}: {text}")
-    return "\n".join(out)
-
-
-def format_markdown(report: Report) -> str:
-    """A markdown table, notes and the best instructions."""
-    heads, cells = _grid(report)
-    md = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
-    n = len(report.rows)
-    md += ["| " + " | ".join(_md(c) for c in row) + " |" for row in cells[:n]]
-    md += ["| " + " | ".join(f"**{_md(c)}**" if c != "-" else c for c in row) + " |"
-           for row in cells[n:]]
-    md += ["", *(f"- {note}" for note in _notes(report))] if _notes(report) else []
-    md += ["", "Best instructions:", ""]
-    for row in report.rows:
-        who = f"{row['task']} [{row['run']}]" if len(report.runs) > 1 else row["task"]
-        md.append(f"- **{_md(who)}**: {_md(str(row.get('best_instruction') or '(none yet)'))}")
-    return "\n".join(md)
-
-
-def _md(text: str) -> str:
-    return " ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
-
-
-def format_csv(report: Report) -> str:
-    """One line per task and run, then the mean rows (``task`` = ``mean``); raw numbers."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in [*report.rows, *report.means]:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in FIELDS})
-    return buf.getvalue().rstrip("\n")
-
-
-def format_json(report: Report) -> str:
-    """``{"runs": [{label, path, strategy, live}], "rows": [...], "means": [...]}``."""
-    runs = [{"label": r.label, "path": str(r.path), "strategy": r.strategy, "live": r.live,
-             "finished": all(row["status"] == "done" for row in r.rows.values())}
-            for r in report.runs]
-    return json.dumps({"runs": runs, "rows": report.rows, "means": report.means}, indent=1,
-                      ensure_ascii=False)
-
-
-FORMATTERS = {"table": format_table, "md": format_markdown, "csv": format_csv,
-              "json": format_json}
-
-
-# ------------------------------------------------------------------------------ plot
-
-def curves(report: Report) -> dict[str, dict[str, list]]:
-    """Best-so-far dev score per paid query, as :func:`izray.analysis.plot_curves` takes it:
-    ``{run: {task: [curve]}}`` for one run, ``{task: {run: [curve]}}`` for several. A task
-    not finished has NaN after its last query (no carried-forward line into the future)."""
-    from izray.analysis import best_so_far
-
-    length = max([r.budget or 0 for r in report.runs] +
-                 [row.get("queries") or 0 for row in report.rows] + [1])
-    out: dict[str, dict[str, list]] = {}
-    for run in report.runs:
-        for task, row in run.rows.items():
-            if not row.get("queries"):
-                continue
-            curve = best_so_far(run.records(task), length)
-            if row["status"] != "done":
-                curve[row["queries"]:] = float("nan")
-            if len(report.runs) == 1:
-                out.setdefault(run.label, {})[task] = [curve]
-            else:
-                out.setdefault(task, {})[run.label] = [curve]
-    return out
-
-
-def write_plot(report: Report, path: str | Path) -> Path:
-    """PNG of best-so-far dev score against paid queries: one run, one panel with a line per
-    task; several runs, a panel per task plus their mean, a line per run. A finished task's
-    line is carried forward to the budget (its result stands), a running one's ends at its
-    last query (and the mean panel ends where the first unfinished task does)."""
-    from izray.analysis import plot_curves
-
-    data = curves(report)
-    one = len(report.runs) == 1
-    if not data:  # nothing scored yet: an empty panel says so
-        data = {report.runs[0].label if one else "no paid queries yet": {}}
-    title = ("best dev score vs paid queries" +
-             ("" if one else ": " + ", ".join(r.label for r in report.runs)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # means over not-yet-reached points
-        warnings.simplefilter("ignore", UserWarning)  # a panel with no line has no legend
-        return plot_curves(data, path, title, mean_panel=not one,
-                           panel_size=(8.0, 4.5) if one else (4.2, 3.0))
-
-
-def top_instructions(run: Run, task: str, k: int = 5) -> list[dict[str, Any]]:
-    """The ``k`` distinct instructions of ``task`` with the best dev scores (ties: the first
-    scored), each ``{"instruction", "dev_score", "query"}`` (its first scoring query)."""
-    best: dict[str, dict[str, Any]] = {}
-    for r in run.records(task):
-        text, score = r.get("instruction"), r.get("dev_score")
-        if not isinstance(text, str) or score is None:
-            continue
-        if text not in best or score > best[text]["dev_score"]:
-            best[text] = {"instruction": text, "dev_score": score,
-                          "query": best.get(text, r).get("query")}
-    return sorted(best.values(), key=lambda e: -e["dev_score"])[:k]
-
-
-def write_html(report: Report, path: str | Path) -> Path:
-    """One self-contained HTML page: see :func:`izray.report_html.write_html`."""
-    from izray.report_html import write_html as write
-
-    return write(report, path)
-
-
-# ------------------------------------------------------------------------------ command
-
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add ``izray report`` to the ``izray`` subparsers ``sub``."""
-    p = sub.add_parser("report", help="tables, a plot and an HTML page of run directories "
-                       "(offline, also mid-run)")
-    p.add_argument("runs", nargs="+", metavar="OUT",
-                   help="run directories (several: side by side, compared with the first)")
-    p.add_argument("--format", choices=FORMATS, default="table",
-                   help="table (default), md, csv or json")
-    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
-    p.add_argument("--plot", metavar="FILE.png", help="also write the best-so-far plot")
-    return p
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """Print the report in ``args.format``; write ``--plot`` and ``--html`` if asked."""
-    report = load_report(args.runs)
-    print(FORMATTERS[args.format](report))
-    if args.plot:
-        print(f"plot: {write_plot(report, args.plot)}", file=sys.stderr)
-    if args.html:
-        print(f"html: {write_html(report, args.html)}", file=sys.stderr)
-    return 0
