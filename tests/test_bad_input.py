@@ -493,7 +493,7 @@ def stopped_run(ray_local, tmp_path_factory):
     try:
         assert main(["run", "--out", str(out), "--data-dir", str(data), "--tasks", "x",
                      *sets(*SIM, f"evaluator.base_url={sim.base_url}",
-                           "caps.task.queries=2")]) == 0
+                           "caps.task.queries=2")]) == 3  # stopped by the cap
         summary = json.loads((out / "summary.json").read_text())
         assert summary["tasks"]["x"]["finished"] is True
         assert summary["tasks"]["x"]["stopped"]
