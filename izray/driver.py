@@ -39,6 +39,7 @@ from izray.evaluation.cache import CachedAnswer
 from izray.evaluation.ledger import Ledger, Usage, lost_calls, read_journals
 from izray.generation import ModelInfo
 from izray.lifecycle import Ports, Reference, TaskRun
+from izray.metrics import RunMetrics, run_tag
 from izray.report import CACHE, LEDGER, RunDir
 from izray.runtime.calls import CallBroker, get_unwrapped
 from izray.search import SearcherBase, make_searcher
@@ -144,6 +145,7 @@ class Driver:
         self.busy_s = 0.0  # time the driver spent coordinating (not waiting)
         self.resumed = False
         self.stop = StopRequest()  # the app installs it as the signal handler
+        self.metrics = RunMetrics(run_tag(out.path), clock=clock)  # Ray metrics (izray.metrics)
 
     # ---------------------------------------------------------------- state
 
@@ -289,6 +291,7 @@ class Driver:
             self._status()
         self.busy_s += self.clock() - t_loop
         self.ingest_journals(final=True)
+        self.metrics.update(self, final=True)
         summary = self.summary()
         crash_point("summary")
         self.out.write_summary(summary)
@@ -314,6 +317,7 @@ class Driver:
         summary = self.summary()
         summary["interrupted"] = self.stop.name
         self.out.write_summary(summary)
+        self.metrics.update(self)  # after the summary, and without waiting: SIGKILL is near
         unfinished = sum(not r.finished for r in self.runs.values())
         raise Interrupted(
             f"stopped by {self.stop.name}: {unfinished} of {len(self.runs)} task(s) unfinished"
@@ -355,6 +359,7 @@ class Driver:
     # ---------------------------------------------------------------- reporting
 
     def _status(self) -> None:
+        self.metrics.update(self)  # throttled on its own
         now = self.clock()
         if now - self._last_status < STATUS_EVERY_S:
             return

@@ -45,11 +45,13 @@ class CallFailed(IzrayError):
 
     Attributes:
         attempts: HTTP requests that were sent for the call.
+        throttled: How many of them the server answered 429 (rate limited).
     """
 
-    def __init__(self, message: str, attempts: int = 1) -> None:
+    def __init__(self, message: str, attempts: int = 1, throttled: int = 0) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.throttled = throttled
 
 
 class BudgetExhausted(IzrayError):

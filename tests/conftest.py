@@ -92,14 +92,22 @@ class RayHead:
     gcs: str  # 127.0.0.1:PORT, for drivers (RAY_ADDRESS)
     client_env: dict  # environment for clients: venv on PATH, token auth, no key
     temp: Path  # the cluster's temp dir (its logs)
+    metrics_port: int | None = None  # the node's Prometheus endpoint (`--metrics-export-port`)
+
+
+#: Ray's metrics report interval on a cluster started with ``metrics_port`` (default 10 s).
+#: Not less: Ray drops a gauge two intervals after it was last set, and a test reads a run's
+#: final gauges after its driver has stopped setting them.
+METRICS_REPORT_MS = "5000"
 
 
 @contextlib.contextmanager
-def start_ray_head():
+def start_ray_head(metrics_port: int | None = None):
     """A real Ray cluster started with `ray start --head`, stopped (process tree killed) after.
 
     Its nodes have OPENAI_API_KEY=SECRET in their environment, as an operator would set it;
-    clients (drivers, `ray job`) get no key.
+    clients (drivers, `ray job`) get no key. With ``metrics_port`` the head exports metrics
+    there (`--metrics-export-port`), reported every ``METRICS_REPORT_MS`` (clients too).
     """
     temp = tempfile.mkdtemp(prefix="/tmp/izr-")  # short: Ray's socket paths have a length cap
     # Own ports for everything: another Ray cluster on this machine (the in-process
@@ -108,15 +116,21 @@ def start_ray_head():
     dash, gcs, agent = _free_port(), _free_port(), _free_port()
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", OPENAI_API_KEY=SECRET)
     env.pop("RAY_ADDRESS", None)
+    extra = []
+    if metrics_port is not None:
+        extra = [f"--metrics-export-port={metrics_port}"]
+        env["RAY_metrics_report_interval_ms"] = METRICS_REPORT_MS
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
          f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
          "--include-dashboard=true", f"--dashboard-agent-listen-port={agent}",
-         f"--temp-dir={temp}", "--disable-usage-stats"],
+         f"--temp-dir={temp}", "--disable-usage-stats", *extra],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     client_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "RAY_ADDRESS")}
     client_env.update(PATH=env["PATH"], RAY_AUTH_MODE="token")
+    if metrics_port is not None:
+        client_env["RAY_metrics_report_interval_ms"] = METRICS_REPORT_MS
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -127,7 +141,7 @@ def start_ray_head():
             if time.monotonic() > deadline or head.poll() is not None:
                 pytest.fail(f"ray head did not come up: {probe.stderr[-1000:]}")
             time.sleep(2)
-        yield RayHead(address, f"127.0.0.1:{gcs}", client_env, Path(temp))
+        yield RayHead(address, f"127.0.0.1:{gcs}", client_env, Path(temp), metrics_port)
     finally:
         kill_tree(head.pid)
         shutil.rmtree(temp, ignore_errors=True)
@@ -144,6 +158,13 @@ def ray_head():
 def private_ray_head():
     """A `ray start --head` cluster of its own, for tests that add and remove nodes."""
     with start_ray_head() as head:
+        yield head
+
+
+@pytest.fixture(scope="module")
+def metrics_ray_head():
+    """A `ray start --head` cluster exporting Prometheus metrics at ``.metrics_port``."""
+    with start_ray_head(metrics_port=_free_port()) as head:
         yield head
 
 

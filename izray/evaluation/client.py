@@ -55,12 +55,14 @@ class CallResult:
         prompt_tokens: Prompt tokens billed (from ``usage``, else estimated).
         completion_tokens: Completion tokens billed.
         attempts: HTTP requests sent for this call (1 + retries).
+        throttled: How many of them the server answered 429 (rate limited).
     """
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     attempts: int
+    throttled: int = 0
 
 
 class MalformedResponse(Exception):
@@ -221,11 +223,11 @@ class BlackBoxClient:
             EndpointError: 401/403/404/quota: fix the configuration.
             CallFailed: retryable failures did not clear, or a non-retryable 4xx.
         """
-        attempts = 0
+        attempts = throttled = 0
         estimate = estimate_tokens(prompt, self.max_tokens)
 
         async def attempt() -> CallResult:
-            nonlocal attempts
+            nonlocal attempts, throttled
             if self.limiter is not None:
                 delay = await self.limiter.reserve(estimate)
                 if delay > 0:
@@ -236,6 +238,8 @@ class BlackBoxClient:
             try:
                 text, usage = await self._request(prompt)
             except Exception as err:
+                if _status(err) == 429:
+                    throttled += 1
                 if self.limiter is not None:
                     if _status(err) == 429:
                         await self.limiter.on_throttled(retry_after_seconds(err))
@@ -253,7 +257,7 @@ class BlackBoxClient:
                 except Exception as err:  # noqa: BLE001 - the answer is paid for: keep it
                     log.warning("rate limiter unreachable after a paid answer (%s); the "
                                 "answer is kept", _describe(err))
-            return CallResult(text, pt, ct, attempts)
+            return CallResult(text, pt, ct, attempts, throttled)
 
         retrying = AsyncRetrying(stop=stop_after_attempt(self.max_attempts), wait=self._wait,
                                  retry=retry_if_exception(is_retryable), sleep=self.sleep,
@@ -266,7 +270,7 @@ class BlackBoxClient:
                 raise fatal from None
             self._reject(err)
             raise CallFailed(f"call failed after {attempts} attempt(s): {_describe(err)}",
-                             attempts=attempts) from err
+                             attempts=attempts, throttled=throttled) from err
         self._succeeded += 1
         self._rejected = 0
         return result

@@ -38,6 +38,7 @@ class CallOutcome:
         attempts: HTTP requests sent for this prompt here (0 when answered without a call).
         error: Why it failed, or ``None``.
         call_id: Unique id of the call that produced it (``None`` when no call was made).
+        throttled: Attempts the server answered 429 (rate limited), for metrics.
     """
 
     text: str | None
@@ -46,6 +47,7 @@ class CallOutcome:
     attempts: int = 0
     error: str | None = None
     call_id: str | None = None
+    throttled: int = 0
 
     @property
     def ok(self) -> bool:
@@ -81,9 +83,10 @@ class Evaluator:
                 r = await self.client.complete(
                     prompt, None if sent is None else lambda _attempt: sent(call_id))
             except CallFailed as err:
-                return CallOutcome(None, attempts=err.attempts, error=str(err), call_id=call_id)
+                return CallOutcome(None, attempts=err.attempts, error=str(err), call_id=call_id,
+                                   throttled=getattr(err, "throttled", 0))
             return CallOutcome(r.text, r.prompt_tokens, r.completion_tokens, r.attempts,
-                               call_id=call_id)
+                               call_id=call_id, throttled=r.throttled)
 
     async def _one(self, prompt: str, tag: str) -> CallOutcome:
         if self.settings is None:
@@ -93,7 +96,8 @@ class Evaluator:
             return CallOutcome(self.known[key])
         if key in self._inflight:  # someone is paying for this very prompt right now
             shared = await asyncio.shield(self._inflight[key])
-            return replace(shared, prompt_tokens=0, completion_tokens=0, attempts=0, call_id=None)
+            return replace(shared, prompt_tokens=0, completion_tokens=0, attempts=0, call_id=None,
+                           throttled=0)
         fut = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:

@@ -204,6 +204,13 @@ class Ledger:
             out[tag] = Usage(int(calls or 0), int(pt or 0), int(ct or 0))
         return out
 
+    def outcomes_by_tag(self) -> dict[str, tuple[int, int, int]]:
+        """``tag -> (calls answered, calls failed, HTTP requests)`` (requests include
+        retries: ``requests - answered - failed`` are attempts beyond each call's first)."""
+        return {tag: (int(ok or 0), int(n or 0) - int(ok or 0), int(attempts or 0))
+                for tag, ok, n, attempts in self._db.execute(
+                    "SELECT tag, SUM(ok), COUNT(*), SUM(attempts) FROM calls GROUP BY tag")}
+
     def total(self) -> Usage:
         total = Usage()
         for u in self.usage_by_tag().values():

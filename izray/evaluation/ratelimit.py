@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -90,6 +91,7 @@ class RateLimiter:
         self._not_before = -float("inf")
         self._hold_until = -float("inf")  # no further cut before this
         self._probe_t = clock()  # when the ceiling last moved
+        self._slots: deque[float] = deque()  # slots given in the last minute (and ahead)
         self.stats = LimiterStats()
 
     @property
@@ -117,7 +119,25 @@ class RateLimiter:
             self._tok_tat = start + tokens * 60.0 / (self.tpm * self.stats.factor)
         self.stats.reserved += 1
         self.stats.tokens_reserved += tokens
+        self._slots.append(start)
+        self._forget(now)
         return max(0.0, start - now)
+
+    def _forget(self, now: float) -> None:
+        while self._slots and self._slots[0] <= now - 60.0:
+            self._slots.popleft()
+
+    def calls_last_minute(self) -> int:
+        """Requests whose slot fell in the last 60 s (what a server's window counts)."""
+        now = self.clock()
+        self._forget(now)
+        return sum(1 for t in self._slots if t <= now)
+
+    def allowed(self) -> tuple[float | None, float | None]:
+        """The rates scheduled now, ``(rpm, tpm)``: the limits less the margin, times the
+        429 back-off factor (``None``: no such limit)."""
+        f = self.stats.factor
+        return (self.rpm * f if self.rpm else None, self.tpm * f if self.tpm else None)
 
     def settle(self, estimated: int, actual: int) -> None:
         """Correct the token clock once a call's real usage is known.

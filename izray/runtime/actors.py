@@ -107,7 +107,10 @@ class RateLimiterActor:
 
     def stats(self) -> dict:
         s = self.lim.stats
-        return {"reserved": s.reserved, "throttled": s.throttled, "factor": s.factor}
+        rpm, tpm = self.lim.allowed()
+        return {"reserved": s.reserved, "throttled": s.throttled, "factor": s.factor,
+                "allowed_rpm": rpm, "allowed_tpm": tpm,
+                "calls_last_minute": self.lim.calls_last_minute()}
 
     def get_state(self) -> dict:
         return self.lim.get_state()

@@ -77,6 +77,10 @@ class CallBroker:
         self.register = register
         self._inflight: dict[str, list[_Request]] = {}
         self.shared = 0  # prompts answered by a call another request had in flight
+        # Per tag, for metrics: prompts answered without a new call (response cache, a call
+        # in flight or already answered in an evaluator), and 429 responses seen.
+        self.cached: dict[str, int] = {}
+        self.throttled: dict[str, int] = {}
 
     def request(self, prompts: list[str], done: DoneFn, tag: str = "") -> None:
         """Answer ``prompts``; ``done`` is called exactly once (maybe immediately).
@@ -90,16 +94,20 @@ class CallBroker:
         hits = self.cache.get_many(keys)
         req = _Request(keys, {k: a.text for k, a in hits.items()}, {}, set(), done)
         new: dict[str, str] = {}
+        shared = 0
         for key, prompt in zip(keys, prompts, strict=True):
             if key in req.answers or key in req.waiting:
                 continue
             req.waiting.add(key)
             if key in self._inflight:
                 self._inflight[key].append(req)
-                self.shared += 1
+                shared += 1
             else:
                 self._inflight[key] = [req]
                 new[key] = prompt
+        self.shared += shared
+        if hits or shared:
+            self.cached[tag] = self.cached.get(tag, 0) + len(hits) + shared
         if new:
             # Routed by the whole request's first prompt: a resumed driver asks the same
             # request again, so what is still new goes where its calls are in flight.
@@ -119,6 +127,11 @@ class CallBroker:
         crash_point("ledger")
         fresh: dict[str, CachedAnswer] = {}
         for key, oc in zip(keys, outcomes, strict=True):
+            throttled = getattr(oc, "throttled", 0)  # 0 from an older izray's actor
+            if throttled:
+                self.throttled[tag] = self.throttled.get(tag, 0) + throttled
+            if oc.ok and oc.call_id is None:  # the evaluator answered it without a call
+                self.cached[tag] = self.cached.get(tag, 0) + 1
             payer.usage.calls += oc.attempts
             payer.usage.prompt_tokens += oc.prompt_tokens
             payer.usage.completion_tokens += oc.completion_tokens

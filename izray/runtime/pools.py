@@ -239,6 +239,7 @@ class EvaluatorPool:
         opts = {"num_cpus": 0.1, "max_restarts": ACTOR_MAX_RESTARTS,
                 "max_task_retries": ACTOR_MAX_TASK_RETRIES, "max_concurrency": 1000,
                 "runtime_env": {"env_vars": ACTOR_ENV}}
+        self.limiter = limiter  # polled for metrics (izray.metrics)
         self.slots = []
         for i in range(cfg.num_actors):
             named = {}
