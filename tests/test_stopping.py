@@ -196,6 +196,9 @@ def test_ray_job_stop_leaves_no_actor_and_resume_continues(ray_head, simulator, 
     out = tmp_path / "results"
     run_id = f"izray-stop-{os.getpid()}"
     head = ray_head
+    # Actors of earlier tests on this shared cluster (e.g. a SIGKILLed driver's detached
+    # evaluators, which live on by design) are not this run's.
+    earlier = {a["actor_id"] for a in _alive_actors(head)}
     _submit(head, run_id, "izray", "run", str(cfg), "--out", str(out))
     _wait_for_queries(out, 4, timeout=300)
     during = {a.get("class_name") for a in _alive_actors(head)}
@@ -216,7 +219,7 @@ def test_ray_job_stop_leaves_no_actor_and_resume_continues(ray_head, simulator, 
     deadline = time.monotonic() + 30
     while True:
         left = [a for a in _alive_actors(head)
-                if a.get("class_name") in RUN_ACTORS]
+                if a.get("class_name") in RUN_ACTORS and a["actor_id"] not in earlier]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(1)
