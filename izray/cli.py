@@ -32,7 +32,9 @@ log = logging.getLogger("izray")
 def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     # A terminal shows the time; a job's log (read the next morning) or a file, the date too.
-    dated = not sys.stderr.isatty() or "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    from izray.stopping import RAY_JOB_ENV
+
+    dated = not sys.stderr.isatty() or RAY_JOB_ENV in os.environ
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s",
                                            "%Y-%m-%d %H:%M:%S" if dated else "%H:%M:%S"))
     root = logging.getLogger("izray")

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from izray._constants import EMBEDDED_MODEL_NAME
 from izray.config import RunConfig
-from izray.costs import cost_usd, prior_estimate
+from izray.costs import cost_usd, prior_estimate, scaled
+from izray.costs import total as total_usage
 from izray.errors import RunStateError
 from izray.evaluation import resolve_api, template_for
 from izray.evaluation.ledger import Usage
@@ -63,6 +64,10 @@ class TaskEstimate:
     completion_tokens: int
     usd: float | None
 
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.requests, self.prompt_tokens, self.completion_tokens)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -80,8 +85,7 @@ class Plan:
 
     @property
     def total(self) -> Usage:
-        return Usage(sum(t.requests for t in self.tasks), sum(t.prompt_tokens for t in self.tasks),
-                     sum(t.completion_tokens for t in self.tasks))
+        return total_usage(t.usage for t in self.tasks)
 
     @property
     def usd(self) -> float | None:
@@ -107,12 +111,11 @@ def estimate(cfg: RunConfig, tasks=None) -> Plan:
         n_refs = len(refs.get(task.name, []))
         rescore = cfg.bo.rescore_top_k
         parts = [(dev, cfg.bo.budget + n_refs + rescore), (test, 1 + n_refs)]
-        total = Usage(sum(u.calls * k for u, k in parts), sum(u.prompt_tokens * k for u, k in parts),
-                      sum(u.completion_tokens * k for u, k in parts))
+        total = total_usage(scaled(u, k) for u, k in parts)
         out.append(TaskEstimate(task.name, len(splits.dev), len(splits.test), total.calls,
                                 total.prompt_tokens, total.completion_tokens,
                                 cost_usd(cfg.prices, model, total)))
-    return Plan(out, _hours(cfg, Plan(out, None, []).total), [])
+    return Plan(out, _hours(cfg, total_usage(t.usage for t in out)), [])
 
 
 def _hours(cfg: RunConfig, total: Usage) -> float | None:
@@ -206,8 +209,7 @@ def format_plan(plan: Plan, cfg: RunConfig) -> str:
                 f"{u.completion_tokens:>11,} {'-' if usd is None else f'{usd:.4f}':>9}")
 
     for t in plan.tasks:
-        lines.append(row(t.task, t.n_dev, t.n_test,
-                         Usage(t.requests, t.prompt_tokens, t.completion_tokens), t.usd))
+        lines.append(row(t.task, t.n_dev, t.n_test, t.usage, t.usd))
     lines.append("-" * len(head))
     lines.append(row("total", "", "", plan.total, plan.usd))
     ev = cfg.evaluator
