@@ -49,7 +49,10 @@ sys.path.insert(0, str(ROOT))
 
 from _common import SimulatorProcess, machine
 
-from izray.analysis import best_so_far, markdown_table, plot_curves, read_run, summarize
+from izray.analysis import markdown_table, read_run, summarize
+from izray.reporting import format_markdown, load_report
+from izray.reporting.plots import curves as report_curves
+from izray.reporting.plots import write_plot
 from izray.search import STRATEGIES
 
 #: The shared Instruction Induction tasks on which the embedded pair's dev scores vary at all
@@ -224,11 +227,13 @@ def run_one(args: argparse.Namespace, label: str, seed: int, extra: list[str]) -
 
 
 def collect(args: argparse.Namespace, dirs: dict[tuple[str, int], Path]):
-    """Rows (one per strategy x task x seed) and best-so-far curves per task and strategy."""
+    """The runs read as ``izray report`` reads them, rows (one per strategy x task x seed) and
+    best-so-far curves per task and strategy."""
+    keys = sorted(dirs)
+    report = load_report([dirs[k] for k in keys])
     rows, curves = [], {t: {s: [] for s in args.strategy_list} for t in args.task_list}
-    for (strategy, seed), path in sorted(dirs.items()):
-        summary, history = read_run(path)
-        for task, r in summary["tasks"].items():
+    for (strategy, seed), run in zip(keys, report.runs, strict=True):
+        for task, r in (run.summary or {}).get("tasks", {}).items():
             rows.append({"strategy": strategy, "task": task, "seed": seed,
                          "dev_score": r["dev_score"], "test_score": r["test_score"],
                          "queries": r["queries"], "candidates": r["candidates"],
@@ -236,9 +241,12 @@ def collect(args: argparse.Namespace, dirs: dict[tuple[str, int], Path]):
                          "best_instruction": r["best_instruction"],
                          "converged": r.get("converged") is not None,
                          "raced_queries": r.get("raced_queries", 0)})
-            curves[task][strategy].append(
-                best_so_far((h for h in history if h["task"] == task), args.budget))
-    return rows, curves
+    arm = {str(dirs[k]): k[0] for k in keys}
+    for task, by_arm in report_curves(report, lambda run: arm[str(run.path)],
+                                      args.budget).items():
+        for strategy, cs in by_arm.items():
+            curves.setdefault(task, {}).setdefault(strategy, []).extend(cs)
+    return report, rows, curves
 
 
 def landscape_properties(tasks: list[str], n_points: int = 1000, n_share: int = 20000) -> list:
@@ -302,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if sim is not None:
             sim.stop()
-    rows, curves = collect(args, dirs)
+    report, rows, curves = collect(args, dirs)
     if args.prior:  # earlier measurements of the same cells (no curves: their runs are gone)
         prior = json.loads(args.prior.read_text())
         cells = {(r["task"], r["seed"]) for r in rows}
@@ -326,9 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.landscape == "sim":
         result["landscape_properties"] = landscape_properties(args.task_list)
     (args.out / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
-    png = plot_curves(curves, args.out / "quality.png",
-                      f"{args.landscape} landscape: best dev score vs paid queries "
-                      f"({args.seeds} seeds, budget {args.budget})")
+    arm = {str(p): s for (s, _), p in dirs.items()}
+    png = write_plot(report, args.out / "quality.png", group=lambda run: arm[str(run.path)],
+                     title=f"{args.landscape} landscape: best dev score vs paid queries "
+                           f"({args.seeds} seeds, budget {args.budget})", length=args.budget)
     md = [f"# quality ({args.landscape} landscape{', quick' if args.quick else ''})", "",
           (f"{len(args.task_list)} tasks x {args.seeds} seeds, budget {args.budget} paid "
            f"queries; {result['machine']['date']}; wall {result['wall_s']:.0f} s"), "",
@@ -344,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                     and r["test_score"] is not None]
             cells.append(f"{sum(vals) / len(vals):.3f}" if vals else "-")
         md.append(f"| {t} | " + " | ".join(cells) + " |")
+    md += ["", "Every run, as `izray report` shows them (differences against the first):", "",
+           format_markdown(report)]
     (args.out / "quality.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     print(f"\nwrote {args.out / 'quality.json'}, {args.out / 'quality.md'}, {png}")

@@ -44,14 +44,13 @@ from izray.report import CACHE, LEDGER, RunDir
 from izray.runtime.calls import CallBroker, get_unwrapped
 from izray.search import SearcherBase, make_searcher
 from izray.softprompt import SoftPromptProjection, stable_seed
+from izray.status import StatusLine, failed_candidates
 from izray.stopping import StopRequest, grace_seconds
 from izray.tasks import Splits, Task, load_task, make_splits
 from izray.testing.crash import crash_point
 
 log = logging.getLogger("izray")
 
-#: Seconds between status lines while running.
-STATUS_EVERY_S = 30.0
 #: Seconds between checks for new cluster capacity (elastic generator pool).
 SCALE_EVERY_S = 15.0
 #: A task may keep up to this many times ``bo.batch_size`` candidates in flight when other
@@ -136,8 +135,7 @@ class Driver:
         self.evaluators = None
         self.broker: CallBroker | None = None
         self.call_settings: dict[str, Any] = {}
-        self._last_status = 0.0
-        self._loop_start = (0.0, 0)  # (clock, queries) when this session's loop began
+        self.status = StatusLine()
         self._last_scale = 0.0
         self.proposal_seconds = 0.0
         self.lost_in_flight = 0  # calls sent but never journaled (see ingest_journals)
@@ -264,7 +262,9 @@ class Driver:
         """Optimize every task, score the winners on test, write and return the summary."""
         self.ingest_journals()
         t_loop = self.clock()
-        self._loop_start = (t_loop, sum(r.queries for r in self.runs.values()))
+        self.status.start(t_loop, self._run_usage().calls, self._throttled(),
+                          failed_candidates(list(self.runs.values())),
+                          sum(r.queries for r in self.runs.values()))
         while not all(r.finished for r in self.runs.values()):
             if self.stop.requested:
                 self._stop()  # raises Interrupted
@@ -358,34 +358,31 @@ class Driver:
 
     # ---------------------------------------------------------------- reporting
 
+    def _throttled(self) -> int:
+        """429 answers this session's evaluators reported (all tasks)."""
+        return sum(self.broker.throttled.values()) if self.broker is not None else 0
+
     def _status(self) -> None:
         self.metrics.update(self)  # throttled on its own
         now = self.clock()
-        if now - self._last_status < STATUS_EVERY_S:
+        if not self.status.due(now):
             return
-        self._last_status = now
         runs = list(self.runs.values())
         elapsed = max(now - self.t0, 1e-9)
         total = self._run_usage()
         usd = self._usd(total)
-        log.info("status: %d/%d tasks done, %d/%d queries (%d candidates), %d API calls, "
+        window = self.status.since_last(now, total.calls, self._throttled(),
+                                        failed_candidates(runs), self.cfg.evaluator.rpm,
+                                        self.metrics.limiter)
+        log.info("status: %d/%d tasks done, %d/%d queries (%d candidates), %d API calls, %s, "
                  "%d+%d tokens%s, %d generator actor(s), %d generate calls in flight, "
                  "%d queued, %d prompts in flight, %d proposals (%.1f s CPU), %.0f s%s",
                  sum(r.finished for r in runs), len(runs), sum(r.queries for r in runs),
                  sum(r.budget for r in runs), sum(r.n_candidates for r in runs), total.calls,
-                 total.prompt_tokens, total.completion_tokens,
+                 window, total.prompt_tokens, total.completion_tokens,
                  "" if usd is None else f", ${usd:.4f}", self.generators.size,
                  self.generators.active_calls, len(self.generators.queue), self.broker.inflight,
-                 self.proposals, self.proposal_seconds, elapsed, self._eta(now))
-
-    def _eta(self, now: float) -> str:
-        """``, ~N min left`` from this session's query rate (empty until one has landed)."""
-        t_loop, q_loop = self._loop_start
-        done = sum(r.queries for r in self.runs.values()) - q_loop
-        if done <= 0 or now <= t_loop:
-            return ""
-        left = sum(max(0, r.budget - r.queries) for r in self.runs.values() if not r.finished)
-        return f", ~{left / (done / (now - t_loop)) / 60.0:.0f} min left"
+                 self.proposals, self.proposal_seconds, elapsed, self.status.eta(now, runs))
 
     def summary(self) -> dict[str, Any]:
         """The ``summary.json`` contract (see README "Outputs")."""

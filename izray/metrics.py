@@ -155,6 +155,11 @@ class RunMetrics:
         self._limiter_ref = None
         self._limiter: dict[str, Any] = {}
 
+    @property
+    def limiter(self) -> dict[str, Any]:
+        """The shared limiter's last polled stats (empty until it answered)."""
+        return self._limiter
+
     def update(self, driver: Any, final: bool = False) -> None:
         """Set every metric from ``driver`` (throttled unless ``final``); never raises."""
         if self.disabled:

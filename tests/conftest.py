@@ -102,12 +102,14 @@ METRICS_REPORT_MS = "5000"
 
 
 @contextlib.contextmanager
-def start_ray_head(metrics_port: int | None = None):
+def start_ray_head(metrics_port: int | None = None, num_gpus: int = 0):
     """A real Ray cluster started with `ray start --head`, stopped (process tree killed) after.
 
     Its nodes have OPENAI_API_KEY=SECRET in their environment, as an operator would set it;
     clients (drivers, `ray job`) get no key. With ``metrics_port`` the head exports metrics
     there (`--metrics-export-port`), reported every ``METRICS_REPORT_MS`` (clients too).
+    ``num_gpus`` logical GPUs (no CUDA behind them) let Ray schedule GPU actors and pools
+    size to them; the simulated generator runs on them.
     """
     temp = tempfile.mkdtemp(prefix="/tmp/izr-")  # short: Ray's socket paths have a length cap
     # Own ports for everything: another Ray cluster on this machine (the in-process
@@ -124,7 +126,7 @@ def start_ray_head(metrics_port: int | None = None):
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
          f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
          "--include-dashboard=true", f"--dashboard-agent-listen-port={agent}",
-         f"--temp-dir={temp}", "--disable-usage-stats", *extra],
+         f"--temp-dir={temp}", "--disable-usage-stats", f"--num-gpus={num_gpus}", *extra],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     client_env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "RAY_ADDRESS")}
@@ -149,8 +151,9 @@ def start_ray_head(metrics_port: int | None = None):
 
 @pytest.fixture(scope="session")
 def ray_head():
-    """A `ray start --head` cluster shared by the session's cluster tests."""
-    with start_ray_head() as head:
+    """A `ray start --head` cluster shared by the session's cluster tests, with 2 logical
+    GPUs (for `auto` generator pools; fixed pools of the sim ask for none)."""
+    with start_ray_head(num_gpus=2) as head:
         yield head
 
 

@@ -1,5 +1,5 @@
 """Tests of izray.analysis: best-so-far curves, bootstrap intervals, paired comparisons, ranks,
-the markdown table and the plot."""
+the markdown table, and the plot (drawn by izray.reporting.plots)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from izray.analysis import (
     markdown_table,
     mean_ranks,
     paired,
-    plot_curves,
     queries_to_reach,
     summarize,
 )
+from izray.reporting.plots import plot_curves
 
 
 def rec(dev, query):

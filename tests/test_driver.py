@@ -50,16 +50,19 @@ def test_run_writes_contract_outputs(ray_local, simulator, tmp_path, capsys):
         assert all(h["cached"] for h in lines if h["query"] is None)
         assert r["dev_score"] == max(h["dev_score"] for h in lines)
         assert all(len(h["z"]) == 10 and all(-1 <= v <= 1 for v in h["z"]) for h in lines)
-        assert r["prompts"] == 20 * 12 + 10
+        # Racing is on by default: a stopped candidate paid for its first slice only.
+        dev_prompts = sum(h.get("dev_examples", 20) for h in lines if h["query"])
+        assert r["prompts"] == dev_prompts + 10
+        assert any("dev_examples" in h for h in lines)  # the default raced something
     assert set(history[0]) >= {"task", "step", "z", "instruction", "dev_score", "cached", "query",
                                "t"}
     assert summary["config"]["bo"]["budget"] == 12
     # Every request the server saw is accounted, and none was paid twice.
     assert sim.stats.requests == sum(r["api_calls"] for r in summary["tasks"].values())
     assert sim.stats.as_dict()["repeated_prompts"] == 0
-    # Identical instructions are evaluated once: calls = (distinct instructions) x n_dev.
+    # Identical instructions are evaluated once: calls = the prompts asked, none twice.
     for r in summary["tasks"].values():
-        assert r["api_calls"] == 20 * r["queries"] + 10
+        assert r["api_calls"] == r["prompts"]
     # The simulated landscape has a right answer; BO finds an instruction that names it.
     assert summary["tasks"]["plural"]["dev_score"] >= 0.7
     from izray.report import format_results  # what `izray run` prints
@@ -128,26 +131,39 @@ def test_bad_input_before_anything_starts(args, needle, tmp_path, capsys, monkey
     assert not out.exists()
 
 
-def test_status_line_estimates_time_left_from_this_sessions_rate(tmp_path):
+def test_status_line_reports_the_window_since_the_last_line(tmp_path, caplog):
     from izray.driver import Driver, prepare_tasks
     from izray.report import RunDir
 
     cfg = config_from_dict({}, ["tasks.names=[plural, larger_number]", "bo.budget=12",
                                 "bo.n_init=4", "evaluator.base_url=http://127.0.0.1:9/v1",
-                                "evaluator.model=m"])
+                                "evaluator.model=m", "evaluator.rpm=60"])
     now = [1000.0]
     driver = Driver(cfg, RunDir(tmp_path / "run"), prepare_tasks(cfg), clock=lambda: now[0])
+
+    from types import SimpleNamespace
+
+    broker = SimpleNamespace(throttled={"plural": 0}, inflight=0)  # what the line reads
+    driver.broker = broker
+    driver.generators = SimpleNamespace(size=0, active_calls=0, queue=[])
+    driver.metrics.disabled = True
     try:
         a, b = driver.runs.values()
         a.queries = 4  # 4 queries were done before this session (a resume)
-        driver._loop_start = (1000.0, 4)
-        assert driver._eta(1000.0) == ""  # nothing landed yet in this session
-        a.queries = 8
-        b.queries = 2
-        # 6 queries in 120 s = 3/min; 24 - 10 = 14 left -> ~5 min.
-        assert driver._eta(1120.0) == ", ~5 min left"
-        a.finished = True  # a finished task's remainder does not count
-        assert driver._eta(1120.0) == ", ~3 min left"
+        driver.status.start(now[0], 0, 0, 0, 4)
+        a.usage.calls, a.queries, b.queries = 90, 8, 2
+        broker.throttled = {"plural": 3}
+        a.records.append({"query": 5, "error": "HTTP 500"})
+        now[0] = 1060.0
+        with caplog.at_level("INFO", logger="izray"):
+            driver._status()
+        line = caplog.records[-1].getMessage()
+        assert "90 API calls, 90/min (limit 60/min), 3 x 429 and 1 failed candidate since " \
+            "the last line" in line, line
+        assert line.endswith(", ~2 min left")  # 6 queries/min, 14 left
+        now[0] = 1070.0
+        driver._status()  # too soon: no line
+        assert caplog.records[-1].getMessage() == line
     finally:
         driver.close()
 
@@ -199,7 +215,10 @@ def test_baseline_strategies_run_through_the_same_driver(ray_local, simulator, t
     assert summary["tasks"]["larger_number"]["references"] == []
     # Reference calls are paid (and counted) but are no queries.
     assert sim.stats.requests == summary["usage"]["api_calls"]
-    assert summary["tasks"]["plural"]["prompts"] == 20 * 12 + 10 + 2 * (20 + 10)
+    # Racing (on by default, for every strategy) pays a stopped candidate's first slice only.
+    plural = [h for h in history if h["task"] == "plural" and h["query"]]
+    dev_prompts = sum(h.get("dev_examples", 20) for h in plural)
+    assert summary["tasks"]["plural"]["prompts"] == dev_prompts + 10 + 2 * (20 + 10)
 
 
 def test_sim_hard_landscape_end_to_end(ray_local, simulator, tmp_path):

@@ -160,6 +160,25 @@ def _alive_actors(head) -> list[dict]:
 
 RUN_ACTORS = ("EvaluatorActor", "GeneratorActor", "ServerActor")
 
+STANDING_REQUEST = """
+import json, ray
+from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+from ray.experimental.internal_kv import _internal_kv_get
+ray.init(address="{gcs}", logging_level="ERROR")
+raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+print(json.dumps(None if raw is None else json.loads(raw)))
+"""
+
+
+def _standing_request(head) -> list[dict] | None:
+    """The cluster's standing autoscaler request (``request_resources``, the v1 channel),
+    read by a driver of its own (this process may be connected to another cluster)."""
+    res = subprocess.run([sys.executable, "-c", STANDING_REQUEST.format(gcs=head.gcs)],
+                         env=head.client_env, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
 
 def _submit(head, sid: str, *cmd: str) -> None:
     for _ in range(8):
@@ -190,9 +209,13 @@ def test_ray_job_stop_leaves_no_actor_and_resume_continues(ray_head, simulator, 
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
         "tasks:\n  names: [plural, larger_number]\n  n_test: 10\n"
-        "generator:\n  backend: sim\n"
+        # An elastic pool on the head's 2 logical GPUs, which asks the autoscaler for 3
+        # actors' worth (one more than there is): the stop must withdraw that request.
+        "generator:\n  backend: sim\n  num_actors: auto\n  max_actors: 3\n  num_gpus: 1\n"
+        "  num_cpus: 0.5\n"
         f"evaluator:\n  base_url: {sim.base_url}\n  model: sim-model\n"
-        "bo:\n  budget: 40\n  n_init: 4\n  batch_size: 2\n  stop_at_max: false\n")
+        "bo:\n  budget: 24\n  n_init: 4\n  batch_size: 2\n  stop_at_max: false\n"
+        "  racing: 0\n")
     out = tmp_path / "results"
     run_id = f"izray-stop-{os.getpid()}"
     head = ray_head
@@ -201,8 +224,9 @@ def test_ray_job_stop_leaves_no_actor_and_resume_continues(ray_head, simulator, 
     earlier = {a["actor_id"] for a in _alive_actors(head)}
     _submit(head, run_id, "izray", "run", str(cfg), "--out", str(out))
     _wait_for_queries(out, 4, timeout=300)
-    during = {a.get("class_name") for a in _alive_actors(head)}
-    assert {"EvaluatorActor", "GeneratorActor"} <= during, during
+    during = [a.get("class_name") for a in _alive_actors(head) if a["actor_id"] not in earlier]
+    assert "EvaluatorActor" in during and during.count("GeneratorActor") == 2, during
+    assert _standing_request(head) == [{"GPU": 1.0, "CPU": 0.5}] * 3
     stop = _ray(head, "job", "stop", "--address", head.dashboard, run_id)
     assert stop.returncode == 0, stop.stderr[-2000:]
     assert _wait_job(head, run_id) == "STOPPED"
@@ -224,12 +248,13 @@ def test_ray_job_stop_leaves_no_actor_and_resume_continues(ray_head, simulator, 
             break
         time.sleep(1)
     assert not left, left
+    assert _standing_request(head) == []  # the GPU nodes may scale down again
 
     resume_id = f"{run_id}-resume"
     _submit(head, resume_id, "izray", "resume", str(out))
     assert _wait_job(head, resume_id) == "SUCCEEDED", _ray(
         head, "job", "logs", "--address", head.dashboard, resume_id).stdout[-3000:]
     final = json.loads((out / "summary.json").read_text())
-    assert all(r["finished"] and r["queries"] == 40 for r in final["tasks"].values())
+    assert all(r["finished"] and r["queries"] == 24 for r in final["tasks"].values())
     assert sim.stats.requests == sum(r["api_calls"] for r in final["tasks"].values())
     assert sim.stats.as_dict()["repeated_prompts"] == 0

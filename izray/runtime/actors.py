@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -43,12 +44,53 @@ def _setup_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def redirect_output(log_path: str | None) -> bool:
+    """Send this process's stdout and stderr to ``log_path``, keeping izray's own log lines.
+
+    File descriptors 1 and 2 are redirected, so what engines write below Python (C++ and
+    Triton warnings, NUMA notices), checkpoint-loading progress bars and the engine's own
+    subprocesses all land in the file. Records of the ``izray`` logger still go to the
+    original stderr, which Ray forwards to the driver's terminal. A path that cannot be
+    opened on this node (another machine of the cluster) leaves the output as it was.
+
+    Args:
+        log_path: File to append to (``None``: leave the output alone).
+
+    Returns:
+        Whether the output now goes to the file.
+    """
+    if not log_path:
+        return False
+    try:
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return False
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    kept = os.fdopen(os.dup(2), "w", buffering=1)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    own = logging.getLogger("izray")
+    handler = logging.StreamHandler(kept)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    own.addHandler(handler)
+    own.propagate = False
+    print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} actor pid {os.getpid()} on "
+          f"{os.uname().nodename} ===", flush=True)
+    return True
+
+
 @ray.remote
 class GeneratorActor:
-    """One generator engine. ``kwargs`` go to :func:`izray.generation.build_generator`."""
+    """One generator engine. ``kwargs`` go to :func:`izray.generation.build_generator`; the
+    engine's own output goes to ``log_path`` (:func:`redirect_output`)."""
 
-    def __init__(self, backend: str, model: str, kwargs: dict[str, Any]) -> None:
+    def __init__(self, backend: str, model: str, kwargs: dict[str, Any],
+                 log_path: str | None = None) -> None:
         _setup_logging()
+        self.log_path = log_path if redirect_output(log_path) else None
         from izray.generation import build_generator
         from izray.models import resolve_model
 
@@ -72,7 +114,7 @@ class GeneratorActor:
 
     def stats(self) -> dict:
         return {"calls": self.calls, "prompts": self.prompts, "busy_s": self.busy_s,
-                "pid": os.getpid()}
+                "pid": os.getpid(), "log_path": self.log_path}
 
     def pid(self) -> int:
         return os.getpid()

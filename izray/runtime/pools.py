@@ -62,10 +62,13 @@ class GeneratorPool:
     Args:
         cfg: Generator section of the config.
         seed: Engine seed.
+        log_path: Where the actors' engine output goes (warnings, progress bars), e.g.
+            ``OUT/logs/generator.log``; izray's own lines still reach the driver.
     """
 
-    def __init__(self, cfg: GeneratorConfig, seed: int) -> None:
+    def __init__(self, cfg: GeneratorConfig, seed: int, log_path: str | None = None) -> None:
         self.cfg = cfg
+        self.log_path = log_path
         self.kwargs = {"dtype": cfg.dtype, "max_new_tokens": cfg.max_new_tokens,
                        "max_model_len": cfg.max_model_len,
                        "tensor_parallel_size": cfg.tensor_parallel_size,
@@ -114,7 +117,7 @@ class GeneratorPool:
 
     def _add(self, ready: bool) -> _Slot:
         actor = GeneratorActor.options(**self.opts).remote(self.cfg.backend, self.cfg.model,
-                                                           self.kwargs)
+                                                           self.kwargs, self.log_path)
         slot = _Slot(actor, ready=ready)
         if not ready:
             slot.info_ref = actor.info.remote()

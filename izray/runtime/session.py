@@ -246,12 +246,14 @@ def start_pools(cfg: RunConfig, run_path: Path,
                 cfg.server.kv_cache_gb, str(run_path / "logs" / "server.log"), owns)
             extra.append(server)
             server_ref = server.wait_ready.remote(cfg.server.startup_timeout_s)
-        generators = GeneratorPool(cfg.generator, cfg.seed)
+        gen_log = run_path / "logs" / "generator.log"
+        generators = GeneratorPool(cfg.generator, cfg.seed, str(gen_log))
         pools.append(generators)
         log.info("starting %s %s generator actor(s) on %s%s; the first start converts the model "
-                 "and loads the engines, which takes a few minutes on a CPU",
+                 "and loads the engines, which takes a few minutes on a CPU (engine output: %s)",
                  cfg.generator.num_actors, cfg.generator.backend, cfg.generator.model,
-                 " and the embedded model server" if server_ref else "")
+                 " and the embedded model server" if server_ref else "",
+                 gen_log.parent if server_ref else gen_log)
         info_refs = generators.info_refs()
         pending = list(info_refs) + ([server_ref] if server_ref else [])
         while pending:
