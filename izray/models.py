@@ -109,7 +109,8 @@ def _convert_gemma_gguf(out: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as err:
         raise GeneratorError(
-            f"the built-in model needs {err.name}; install izray with its dependencies (make setup)"
+            f"the built-in model needs {err.name}; install izray's demo extra "
+            "(pip install -e '.[demo]', or make setup)"
         ) from err
     gguf_dir = out / "gguf"
     gguf_dir.mkdir()

@@ -37,7 +37,7 @@ from izray._constants import EMBEDDED_MODEL_NAME
 from izray.config import RunConfig
 from izray.costs import cost_usd, prior_estimate, scaled
 from izray.costs import total as total_usage
-from izray.errors import RunStateError
+from izray.errors import EndpointError, RunStateError
 from izray.evaluation import resolve_api, template_for
 from izray.evaluation.ledger import Usage
 
@@ -152,6 +152,8 @@ def validate(cfg: RunConfig, out: Path | None = None) -> Plan:
     if out is not None:
         checks.append(_check_out(cfg, out))
     checks.append(_check_endpoint(cfg))
+    if cfg.generator.backend == "served":
+        checks.append(_check_generator_server(cfg))
     plan = estimate(cfg, tasks)
     return Plan(plan.tasks, plan.hours, checks)
 
@@ -193,6 +195,36 @@ def _check_endpoint(cfg: RunConfig) -> str:
     asyncio.run(check())
     return (f"black box: {client.shown_url} reachable, model {ev.model} served, key from "
             f"{where} {'accepted' if key else '(none here: sent without one)'}")
+
+
+def _check_generator_server(cfg: RunConfig) -> str:
+    """``generator.backend: served``: the server lists the model (its prompt-embeds switch
+    shows only at the first generation, which costs nothing there)."""
+    import openai
+
+    from izray.config import redact_url
+    from izray.generation.served_backend import server_key
+
+    gen = cfg.generator
+    if gen.base_url is None:
+        return ("generator: the embedded server, started with --enable-prompt-embeds by the "
+                "run: nothing to check before")
+    shown = redact_url(gen.base_url)
+    client = openai.OpenAI(base_url=gen.base_url, api_key=server_key(gen.api_key_env) or "EMPTY",
+                           timeout=30.0, max_retries=1)
+    try:
+        listed = [m.id for m in client.models.list().data]
+    except openai.OpenAIError as err:
+        raise EndpointError(f"generator.base_url: the generator server {shown} did not answer "
+                            f"({type(err).__name__}); start it or fix the URL") from None
+    finally:
+        client.close()
+    if gen.served_model is not None and gen.served_model not in listed:
+        raise EndpointError(f"generator.served_model: {shown} does not serve "
+                            f"{gen.served_model!r} (it serves {listed})")
+    if not listed:
+        raise EndpointError(f"generator.base_url: {shown} lists no model")
+    return f"generator: {shown} reachable, model {gen.served_model or listed[0]} served"
 
 
 def format_plan(plan: Plan, cfg: RunConfig) -> str:

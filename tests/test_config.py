@@ -62,7 +62,7 @@ def test_comma_separated_names_and_null():
         (["bo.budget=abc"], "bo.budget: expected an integer (got 'abc')"),
         (["bo.budget=0"], "bo.budget: must be >= 1 (got 0)"),
         (["bo.n_init=30", "bo.budget=20"], "bo.n_init: must be <= bo.budget (20) (got 30)"),
-        (["generator.backend=tpu"], "generator.backend: must be one of vllm, hf, sim (got 'tpu')"),
+        (["generator.backend=tpu"], "generator.backend: must be one of vllm, served, hf, sim (got 'tpu')"),
         (["evaluator.base_url=ftp://x"], "evaluator.base_url: must be an http(s) URL"),
         (["evaluator.base_url=http://h/v1"], "evaluator.model: name the model served"),
         (["evaluator.template=no fields"], "evaluator.template: must contain {instruction}"),

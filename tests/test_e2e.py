@@ -22,6 +22,8 @@ def izray(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
 
 
 def test_run_on_shared_tasks_with_real_engines(tmp_path, ii_data_dir, small_model):
+    """One engine: the embedded server is the black box and, through prompt embeds, the
+    generator (the quickstart's setting); the baselines below use the in-process engine."""
     # A data directory in the shared format that izray has never seen: a renamed copy of one
     # shared task next to the small informal_to_formal task (15 examples).
     data = tmp_path / "data"
@@ -34,7 +36,7 @@ def test_run_on_shared_tasks_with_real_engines(tmp_path, ii_data_dir, small_mode
     proc = izray("run", "--data-dir", str(data), "--tasks", "bigger_beast,informal_to_formal",
                  "--out", str(out), "--set", "bo.budget=6", "--set", "bo.n_init=4", "--set", "bo.stop_at_max=false",
                  "--set", "bo.batch_size=3", "--set", "tasks.n_test=10",
-                 "--set", "generator.max_new_tokens=32")
+                 "--set", "generator.max_new_tokens=32", "--set", "generator.backend=served")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["tasks"]) == {"bigger_beast", "informal_to_formal"}
@@ -54,6 +56,13 @@ def test_run_on_shared_tasks_with_real_engines(tmp_path, ii_data_dir, small_mode
     assert (out / "state" / "bigger_beast.projection.npz").is_file()
     assert "best instruction:" in proc.stdout
     assert "bigger_beast" in proc.stdout
+    # The engines' own output went to the run's logs; what the generator actor forwards to
+    # the terminal is izray's lines only.
+    assert (out / "logs" / "generator.log").stat().st_size > 0
+    assert (out / "logs" / "server.log").stat().st_size > 0
+    noise = [x for x in proc.stderr.splitlines() if "GeneratorActor pid=" in x and "izray" not in x]
+    assert not noise, noise[:10]
+    assert "generator and black box: one engine" in proc.stderr
 
 
 @pytest.mark.parametrize("strategy", ["uniform", "ape"])

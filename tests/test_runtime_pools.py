@@ -127,3 +127,24 @@ def test_evaluators_of_the_run_with_other_settings_are_retired(ray_local):
     finally:
         for a in actors:
             ray.kill(a)
+
+
+@pytest.mark.parametrize("placement", ["any", "driver"])
+def test_evaluator_placement_pins_the_actors_to_the_drivers_node(ray_local, placement):
+    from izray.config import EvaluatorConfig
+    from izray.runtime.pools import EvaluatorPool
+
+    cfg = EvaluatorConfig(base_url="http://127.0.0.1:9/v1", model="m", num_actors=2,
+                          placement=placement)
+    pool = EvaluatorPool(cfg, {"base_url": cfg.base_url, "model": "m"})
+    try:
+        ray.get([s.actor.__ray_ready__.remote() for s in pool.slots], timeout=120)  # placed
+        here = ray.get_runtime_context().get_node_id()
+        # "driver" is a hard affinity to this node (a lost node is no place to go to).
+        strategy = pool.opts.get("scheduling_strategy")
+        if placement == "driver":
+            assert strategy.node_id == here and strategy.soft is False
+        else:
+            assert strategy is None
+    finally:
+        pool.shutdown()

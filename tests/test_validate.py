@@ -107,6 +107,21 @@ def test_validate_refuses_an_out_dir_a_run_would_refuse(simulator, tmp_path, cap
     assert "holds a run with a different config" in capsys.readouterr().err
 
 
+def test_validate_checks_a_served_generator(simulator, capsys):
+    sim = simulator()  # an OpenAI-compatible server: it lists its models as vLLM would
+    served = ["generator.backend=served", f"generator.base_url={sim.base_url}",
+              "generator.model=gemma3-270m"]
+    assert main(_argv("validate", sim, *served)) == 0
+    assert "generator: http://127.0.0.1:" in capsys.readouterr().out
+    assert main(_argv("validate", sim, *served, "generator.served_model=vicuna")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("izray: error: generator.served_model:") and "vicuna" in err
+    assert main(_argv("validate", sim, "generator.backend=served",
+                      "generator.base_url=http://127.0.0.1:9/v1")) == 2
+    assert "the generator server http://127.0.0.1:9/v1 did not answer" in capsys.readouterr().err
+    assert sim.stats.requests == 0
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from izray.errors import RunStateError
+from izray.evaluation.sqlite import connect
 
 if TYPE_CHECKING:
     from izray.config import RunConfig
@@ -76,8 +77,7 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = connect(self.path, "the response cache")  # WAL, or the rollback journal on NFS
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text "
                              "TEXT NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER, "

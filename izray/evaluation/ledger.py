@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from izray.errors import RunStateError
+from izray.evaluation.sqlite import connect
 
 
 @dataclass
@@ -169,8 +170,7 @@ class Ledger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = connect(self.path, "the call ledger")  # WAL, or the rollback journal on NFS
             self._db.execute("CREATE TABLE IF NOT EXISTS calls (id TEXT PRIMARY KEY, tag TEXT, "
                              "key TEXT, ok INTEGER, attempts INTEGER, prompt_tokens INTEGER, "
                              "completion_tokens INTEGER, t REAL)")

@@ -35,6 +35,14 @@ def build_generator(backend: str, model: str, **kwargs) -> Generator:
         keys = ("dtype", "max_new_tokens", "max_model_len", "tensor_parallel_size",
                 "gpu_memory_utilization", "kv_cache_gb", "seed", "chat_template")
         return VLLMGenerator(model, **{k: v for k, v in kwargs.items() if k in keys})
+    if backend == "served":
+        from izray.generation.served_backend import ServedGenerator, server_key
+
+        keys = ("dtype", "max_new_tokens", "chat_template", "base_url", "served_model",
+                "concurrency")
+        key = kwargs.get("server_key") or server_key(kwargs.get("api_key_env"))
+        return ServedGenerator(model, api_key=key, **{k: v for k, v in kwargs.items()
+                                                      if k in keys})
     from izray.generation.hf_backend import HFGenerator
 
     keys = ("dtype", "max_new_tokens", "max_batch", "chat_template")

@@ -291,10 +291,13 @@ class ServerActor:
 
     Args:
         loopback: Bind 127.0.0.1 (the evaluators are on this node).
+        prompt_embeds: Start it with ``--enable-prompt-embeds``, so that it also serves as
+            the generator (``generator.backend: served``): one engine instead of two.
     """
 
     def __init__(self, model: str, served_name: str, max_model_len: int, kv_cache_gb: int,
-                 log_path: str | None, loopback: bool = True) -> None:
+                 log_path: str | None, loopback: bool = True,
+                 prompt_embeds: bool = False) -> None:
         _setup_logging()
         import secrets
 
@@ -305,7 +308,9 @@ class ServerActor:
         self._key = secrets.token_urlsafe(24)
         self.server = LocalModelServer(resolve_model(model), served_name, host=host,
                                        max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
-                                       log_path=log_path, api_key=self._key)
+                                       log_path=log_path, api_key=self._key,
+                                       extra_args=["--enable-prompt-embeds"] if prompt_embeds
+                                       else None)
 
     def wait_ready(self, timeout_s: float) -> str:
         self.server.wait_ready(timeout_s)

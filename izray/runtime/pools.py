@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 from ray.autoscaler.sdk import request_resources
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from izray.config import EvaluatorConfig, GeneratorConfig
 from izray.generation import GenerationRequest, ModelInfo
@@ -64,9 +65,12 @@ class GeneratorPool:
         seed: Engine seed.
         log_path: Where the actors' engine output goes (warnings, progress bars), e.g.
             ``OUT/logs/generator.log``; izray's own lines still reach the driver.
+        served: Settings of the embedded server when it is the generator too
+            (``base_url``, ``served_model``, ``server_key``: the per-run key, not a user's).
     """
 
-    def __init__(self, cfg: GeneratorConfig, seed: int, log_path: str | None = None) -> None:
+    def __init__(self, cfg: GeneratorConfig, seed: int, log_path: str | None = None,
+                 served: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.log_path = log_path
         self.kwargs = {"dtype": cfg.dtype, "max_new_tokens": cfg.max_new_tokens,
@@ -74,7 +78,9 @@ class GeneratorPool:
                        "tensor_parallel_size": cfg.tensor_parallel_size,
                        "gpu_memory_utilization": cfg.gpu_memory_utilization,
                        "kv_cache_gb": cfg.kv_cache_gb, "seed": seed, "max_batch": cfg.max_batch,
-                       "chat_template": cfg.chat_template}
+                       "chat_template": cfg.chat_template, "base_url": cfg.base_url,
+                       "served_model": cfg.served_model, "api_key_env": cfg.api_key_env,
+                       "concurrency": cfg.concurrency, **(served or {})}
         self.gpus_per_actor = cfg.num_gpus * cfg.tensor_parallel_size
         self.opts = {"num_cpus": cfg.num_cpus, "num_gpus": self.gpus_per_actor,
                      "max_restarts": ACTOR_MAX_RESTARTS,
@@ -242,6 +248,10 @@ class EvaluatorPool:
         opts = {"num_cpus": 0.1, "max_restarts": ACTOR_MAX_RESTARTS,
                 "max_task_retries": ACTOR_MAX_TASK_RETRIES, "max_concurrency": 1000,
                 "runtime_env": {"env_vars": ACTOR_ENV}}
+        if cfg.placement == "driver":  # the run directory is only mounted here
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False)
+        self.opts = opts
         self.limiter = limiter  # polled for metrics (izray.metrics)
         self.slots = []
         for i in range(cfg.num_actors):

@@ -209,6 +209,21 @@ def shared_limiter(cfg: RunConfig, model: str):
     return handle
 
 
+def shares_embedded_server(cfg: RunConfig) -> bool:
+    """Whether the generator is the embedded black-box server (``served``, no base_url)."""
+    return (cfg.generator.backend == "served" and cfg.generator.base_url is None
+            and cfg.evaluator.embedded)
+
+
+def _wait_server(ref: Any, t0: float) -> str:
+    """The embedded server's base URL once it is ready (a status line every 30 s)."""
+    while True:
+        ready, _ = ray.wait([ref], timeout=30)
+        if ready:
+            return ray.get(ready[0])
+        log.info("still starting (%.0f s)...", time.monotonic() - t0)
+
+
 def start_pools(cfg: RunConfig, run_path: Path,
                 on_connected: Callable[[], None] | None = None) -> Session:
     """Start Ray, the embedded server if needed, the generator and evaluator pools.
@@ -239,15 +254,23 @@ def start_pools(cfg: RunConfig, run_path: Path,
         if owns:  # before any actor starts: a misfit fails in seconds, not after engine loads
             _check_local_cpus(cfg)
         server = server_ref = None
+        shared = shares_embedded_server(cfg)
         if cfg.evaluator.embedded:
             server = ServerActor.options(num_cpus=cfg.server.num_cpus,
                                          runtime_env={"env_vars": ACTOR_ENV}).remote(
                 cfg.server.model, C.EMBEDDED_MODEL_NAME, cfg.server.max_model_len,
-                cfg.server.kv_cache_gb, str(run_path / "logs" / "server.log"), owns)
+                cfg.server.kv_cache_gb, str(run_path / "logs" / "server.log"), owns, shared)
             extra.append(server)
             server_ref = server.wait_ready.remote(cfg.server.startup_timeout_s)
+        served = None
+        if shared:  # the generator talks to the embedded server: it must be up first
+            log.info("starting the embedded model server (generator and black box: one "
+                     "engine); the first start converts the model, a few minutes on a CPU")
+            served = {"base_url": _wait_server(server_ref, t0),
+                      "served_model": C.EMBEDDED_MODEL_NAME,
+                      "server_key": ray.get(server.api_key.remote())}
         gen_log = run_path / "logs" / "generator.log"
-        generators = GeneratorPool(cfg.generator, cfg.seed, str(gen_log))
+        generators = GeneratorPool(cfg.generator, cfg.seed, str(gen_log), served)
         pools.append(generators)
         log.info("starting %s %s generator actor(s) on %s%s; the first start converts the model "
                  "and loads the engines, which takes a few minutes on a CPU (engine output: %s)",
