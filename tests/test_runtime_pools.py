@@ -148,3 +148,69 @@ def test_evaluator_placement_pins_the_actors_to_the_drivers_node(ray_local, plac
             assert strategy is None
     finally:
         pool.shutdown()
+
+
+# A driver of its own on the `ray start --head` cluster with 2 logical GPUs (this process
+# may be connected to the GPU-less local cluster): sizes, placement groups, actor death.
+GPU_SCHEDULING = r"""
+import json, sys, time
+import ray
+from ray.util.placement_group import placement_group_table
+from izray.config import GeneratorConfig
+from izray.generation import GenerationRequest
+from izray.runtime.pools import GeneratorPool
+
+ray.init(address=sys.argv[1], logging_level="ERROR")
+out = {}
+auto = GeneratorPool(GeneratorConfig(backend="sim", num_actors="auto", num_gpus=1,
+                                     num_cpus=0.5), seed=0)
+ray.get(auto.info_refs(), timeout=120)
+out["auto_size"] = len(auto.slots)
+auto.shutdown()
+
+tp = GeneratorPool(GeneratorConfig(backend="sim", num_actors=1, num_gpus=1,
+                                   tensor_parallel_size=2, num_cpus=0.5), seed=0)
+ray.get(tp.info_refs(), timeout=120)
+slot = tp.slots[0]
+table = placement_group_table(slot.pg)
+out["pg"] = {"strategy": table["strategy"], "state": table["state"],
+             "bundles": [dict(b) for b in table["bundles"].values()]}
+req = [GenerationRequest("k", None, "hot -> cold\nbig ->")]
+first = ray.get(slot.actor.generate.remote(req), timeout=60)[0].instruction
+pid = ray.get(slot.actor.pid.remote())
+ray.kill(slot.actor, no_restart=False)  # the engine dies; Ray restarts it in its group
+deadline = time.monotonic() + 120
+while True:
+    try:
+        again = ray.get(slot.actor.generate.remote(req), timeout=60)[0].instruction
+        break
+    except ray.exceptions.RayActorError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(1)
+out["restarted"] = ray.get(slot.actor.pid.remote()) != pid
+out["same_answer"] = first == again
+pg_id = slot.pg.id.hex()
+tp.shutdown()
+time.sleep(1)
+out["pg_after"] = placement_group_table().get(pg_id, {}).get("state")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_gpu_scheduling_on_logical_gpus(ray_head):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", GPU_SCHEDULING, ray_head.gcs],
+                         env=ray_head.client_env, capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["auto_size"] == 2  # `auto`: one actor per logical GPU
+    # Tensor parallel 2: one group, two 1-GPU bundles on one node, the actor in bundle 0.
+    assert out["pg"]["strategy"] == "STRICT_PACK" and out["pg"]["state"] == "CREATED"
+    assert out["pg"]["bundles"] == [{"GPU": 1.0, "CPU": 0.5}, {"GPU": 1.0}]
+    assert out["restarted"] and out["same_answer"]  # actor death is survived
+    assert out["pg_after"] == "REMOVED"  # shutdown frees the GPUs

@@ -33,7 +33,8 @@ def build_generator(backend: str, model: str, **kwargs) -> Generator:
         from izray.generation.vllm_backend import VLLMGenerator
 
         keys = ("dtype", "max_new_tokens", "max_model_len", "tensor_parallel_size",
-                "gpu_memory_utilization", "kv_cache_gb", "seed", "chat_template")
+                "gpu_memory_utilization", "kv_cache_gb", "seed", "chat_template",
+                "distributed_executor_backend")
         return VLLMGenerator(model, **{k: v for k, v in kwargs.items() if k in keys})
     if backend == "served":
         from izray.generation.served_backend import ServedGenerator, server_key

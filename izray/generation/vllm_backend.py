@@ -33,12 +33,15 @@ class VLLMGenerator(Generator):
         kv_cache_gb: KV cache size of the CPU build, GiB.
         seed: Engine seed (decoding is greedy; kept for completeness).
         chat_template: Wrap the text in the tokenizer's chat template (``PromptAssembler``).
+        distributed_executor_backend: vLLM's executor for tensor parallel > 1 (``ray``: its
+            workers go into the placement group the actor runs in; ``None``: vLLM's choice).
     """
 
     def __init__(self, model: str, *, dtype: str = "auto", max_new_tokens: int = 64,
                  max_model_len: int = 1024, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, kv_cache_gb: int = 1, seed: int = 0,
-                 chat_template: bool = False) -> None:
+                 chat_template: bool = False,
+                 distributed_executor_backend: str | None = None) -> None:
         try:
             import vllm
         except ImportError as err:
@@ -55,7 +58,8 @@ class VLLMGenerator(Generator):
             self.llm = vllm.LLM(model=str(path), enable_prompt_embeds=True, dtype=dtype,
                                 max_model_len=max_model_len, enforce_eager=on_cpu,
                                 tensor_parallel_size=tensor_parallel_size,
-                                gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+                                gpu_memory_utilization=gpu_memory_utilization, seed=seed,
+                                distributed_executor_backend=distributed_executor_backend)
         except Exception as err:  # engine start-up errors come in many types
             raise GeneratorError(f"vLLM could not start on {model}: {type(err).__name__}: "
                                  f"{str(err).splitlines()[0] if str(err) else ''}") from err

@@ -42,6 +42,7 @@ class _Slot:
     inflight: set = field(default_factory=set)
     ready: bool = True
     info_ref: Any = None
+    pg: Any = None  # the engine's placement group (tensor parallel > 1)
 
 
 def auto_pool_size(cluster_gpus: float, gpus_per_actor: float, max_actors: int | None) -> int:
@@ -121,10 +122,37 @@ class GeneratorPool:
         log.info("generator pool: asked the autoscaler for %d x %s (generator.max_actors)",
                  len(bundles), bundle)
 
+    def engine_placement(self) -> tuple[dict[str, Any], Any]:
+        """Actor options for one engine, and its placement group (or None).
+
+        Tensor parallel 1: the actor holds the engine's GPUs. Tensor parallel ``k > 1``: a
+        placement group of ``k`` bundles of ``generator.num_gpus`` GPUs each, packed on one
+        node (``STRICT_PACK``), the actor in bundle 0 holding no GPU itself, and vLLM's Ray
+        executor placing one worker per rank in the group (the pattern of Ray Serve LLM and
+        Ray Data LLM). One actor holding all ``k`` GPUs would leave vLLM's workers, which
+        ask Ray for a GPU each, waiting for GPUs the actor already holds.
+        """
+        tp = self.cfg.tensor_parallel_size
+        if tp <= 1 or self.cfg.num_gpus <= 0 or self.cfg.backend not in ("vllm", "sim"):
+            return dict(self.opts), None
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        bundles = ([{"GPU": float(self.cfg.num_gpus), "CPU": float(self.cfg.num_cpus)}]
+                   + [{"GPU": float(self.cfg.num_gpus)} for _ in range(tp - 1)])
+        pg = placement_group(bundles, strategy="STRICT_PACK")
+        opts = dict(self.opts, num_gpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True))
+        return opts, pg
+
     def _add(self, ready: bool) -> _Slot:
-        actor = GeneratorActor.options(**self.opts).remote(self.cfg.backend, self.cfg.model,
-                                                           self.kwargs, self.log_path)
-        slot = _Slot(actor, ready=ready)
+        opts, pg = self.engine_placement()
+        kwargs = dict(self.kwargs)
+        if pg is not None:
+            kwargs["distributed_executor_backend"] = "ray"  # vLLM's workers in the group
+        actor = GeneratorActor.options(**opts).remote(self.cfg.backend, self.cfg.model,
+                                                      kwargs, self.log_path)
+        slot = _Slot(actor, ready=ready, pg=pg)
         if not ready:
             slot.info_ref = actor.info.remote()
         self.slots.append(slot)
@@ -215,8 +243,12 @@ class GeneratorPool:
         return ray.get([s.actor.stats.remote() for s in self.slots if s.ready])
 
     def shutdown(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
         for s in self.slots:
             ray.kill(s.actor)
+            if s.pg is not None:
+                remove_placement_group(s.pg)
         if self.requested:  # let the autoscaler scale the GPU nodes down again
             try:
                 request_resources(bundles=[])
