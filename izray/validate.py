@@ -203,7 +203,7 @@ def _check_generator_server(cfg: RunConfig) -> str:
     import openai
 
     from izray.config import redact_url
-    from izray.generation.served_backend import server_key
+    from izray.generation.served_backend import served_model_name, server_key
 
     gen = cfg.generator
     if gen.base_url is None:
@@ -213,18 +213,10 @@ def _check_generator_server(cfg: RunConfig) -> str:
     client = openai.OpenAI(base_url=gen.base_url, api_key=server_key(gen.api_key_env) or "EMPTY",
                            timeout=30.0, max_retries=1)
     try:
-        listed = [m.id for m in client.models.list().data]
-    except openai.OpenAIError as err:
-        raise EndpointError(f"generator.base_url: the generator server {shown} did not answer "
-                            f"({type(err).__name__}); start it or fix the URL") from None
+        model = served_model_name(client, shown, gen.served_model, EndpointError)
     finally:
         client.close()
-    if gen.served_model is not None and gen.served_model not in listed:
-        raise EndpointError(f"generator.served_model: {shown} does not serve "
-                            f"{gen.served_model!r} (it serves {listed})")
-    if not listed:
-        raise EndpointError(f"generator.base_url: {shown} lists no model")
-    return f"generator: {shown} reachable, model {gen.served_model or listed[0]} served"
+    return f"generator: {shown} reachable, model {model} served"
 
 
 def format_plan(plan: Plan, cfg: RunConfig) -> str:

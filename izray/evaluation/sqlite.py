@@ -83,10 +83,11 @@ def connect(path: Path, what: str) -> sqlite3.Connection:
         sqlite3.Error: as ``sqlite3.connect`` and the pragmas raise it (callers turn it into
             a :class:`~izray.errors.RunStateError` that says what to fix).
     """
-    mode = journal_mode(path.parent)
+    kind = fs_type(path.parent)  # read /proc/self/mountinfo once
+    mode = "DELETE" if kind in NETWORK_FS else "WAL"
     db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
     db.execute(f"PRAGMA journal_mode={mode}")
     if mode == "DELETE":
         log.info("%s %s is on a network file system (%s): using SQLite's rollback journal, "
-                 "not WAL (unsafe there)", what, path, fs_type(path.parent))
+                 "not WAL (unsafe there)", what, path, kind)
     return db

@@ -31,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from izray.errors import GeneratorError
+from izray.config import redact_url
+from izray.errors import GeneratorError, IzrayError
 from izray.generation.base import Generator, ModelInfo, PromptAssembler, local_checkpoint
 from izray.generation.embeddings import EmbeddingTable
 from izray.generation.prompt import GENERATION_STOP
@@ -39,6 +40,34 @@ from izray.generation.prompt import GENERATION_STOP
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def served_model_name(client, shown: str, wanted: str | None,
+                      error: type[IzrayError] = GeneratorError) -> str:
+    """The model to ask ``client``'s server for: ``wanted`` if it lists it, else its first.
+
+    Args:
+        client: An ``openai.OpenAI`` client of the generator server.
+        shown: The server's URL as it may be printed (credentials removed).
+        wanted: ``generator.served_model`` (``None``: the first model listed).
+        error: What to raise (``izray validate`` raises an EndpointError).
+
+    Raises:
+        IzrayError: the server does not answer, lists nothing, or not ``wanted``.
+    """
+    import openai
+
+    try:
+        listed = [m.id for m in client.models.list().data]
+    except openai.OpenAIError as err:
+        raise error(f"generator.base_url: the generator server {shown} did not answer "
+                    f"({type(err).__name__}); start it or fix the URL") from None
+    if not listed:
+        raise error(f"generator.base_url: the generator server {shown} lists no model")
+    if wanted is not None and wanted not in listed:
+        raise error(f"generator.served_model: the generator server {shown} does not serve "
+                    f"{wanted!r} (it serves {listed})")
+    return wanted or listed[0]
 
 
 def encode_embeds(x: torch.Tensor) -> str:
@@ -87,20 +116,7 @@ class ServedGenerator(Generator):
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY",
                                     timeout=timeout_s, max_retries=max_retries)
         self.base_url = base_url
-        try:
-            listed = [m.id for m in self.client.models.list().data]
-        except openai.OpenAIError as err:
-            raise GeneratorError(f"the generator server {base_url} did not answer "
-                                 f"({type(err).__name__}); start it, or fix "
-                                 "generator.base_url") from None
-        if served_model is None:
-            if not listed:
-                raise GeneratorError(f"the generator server {base_url} lists no model")
-            served_model = listed[0]
-        elif served_model not in listed:
-            raise GeneratorError(f"the generator server {base_url} does not serve "
-                                 f"{served_model!r} (it serves {listed}); fix "
-                                 "generator.served_model")
+        served_model = served_model_name(self.client, redact_url(base_url), served_model)
         self.served_model = served_model
         self.dtype = _DTYPES.get(dtype, torch.float32)
         self.max_new_tokens = max_new_tokens
