@@ -215,13 +215,17 @@ def shares_embedded_server(cfg: RunConfig) -> bool:
             and cfg.evaluator.embedded)
 
 
-def _wait_server(ref: Any, t0: float) -> str:
-    """The embedded server's base URL once it is ready (a status line every 30 s)."""
-    while True:
-        ready, _ = ray.wait([ref], timeout=30)
-        if ready:
-            return ray.get(ready[0])
-        log.info("still starting (%.0f s)...", time.monotonic() - t0)
+def _await(refs: list, t0: float) -> list:
+    """``ray.get`` of ``refs`` as they start: a status line every 30 s, and the first one
+    that fails raises at once, not after the slowest is up."""
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=30)
+        for ref in ready:
+            ray.get(ref)  # surface errors now
+        if pending:
+            log.info("still starting (%.0f s)...", time.monotonic() - t0)
+    return ray.get(list(refs))
 
 
 def start_pools(cfg: RunConfig, run_path: Path,
@@ -266,7 +270,7 @@ def start_pools(cfg: RunConfig, run_path: Path,
         if shared:  # the generator talks to the embedded server: it must be up first
             log.info("starting the embedded model server (generator and black box: one "
                      "engine); the first start converts the model, a few minutes on a CPU")
-            served = {"base_url": _wait_server(server_ref, t0),
+            served = {"base_url": _await([server_ref], t0)[0],
                       "served_model": C.EMBEDDED_MODEL_NAME,
                       "server_key": ray.get(server.api_key.remote())}
         gen_log = run_path / "logs" / "generator.log"
@@ -278,13 +282,7 @@ def start_pools(cfg: RunConfig, run_path: Path,
                  " and the embedded model server" if server_ref else "",
                  gen_log.parent if server_ref else gen_log)
         info_refs = generators.info_refs()
-        pending = list(info_refs) + ([server_ref] if server_ref else [])
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=30)
-            for ref in ready:
-                ray.get(ref)  # surface errors now
-            if pending:
-                log.info("still starting (%.0f s)...", time.monotonic() - t0)
+        _await(list(info_refs) + ([server_ref] if server_ref else []), t0)
         info = GeneratorPool.check_infos(ray.get(info_refs))
         base_url = ray.get(server_ref) if server_ref else cfg.evaluator.base_url
         server_key = ray.get(server.api_key.remote()) if server_ref else None
