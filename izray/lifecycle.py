@@ -130,7 +130,7 @@ class TaskRun:
     prior: Usage = field(default_factory=Usage)
     references: list[Reference] = field(default_factory=list)
     racing: float = 0.0
-    racing_delta: float = 0.1
+    racing_delta: float = C.BO_RACING_DELTA
     rescore_top_k: int = 0
     stop_at_max: bool = C.BO_STOP_AT_MAX
     ports: Ports | None = None

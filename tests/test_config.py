@@ -44,7 +44,7 @@ def test_strategy_candidate_cap_and_reference_instructions():
 def test_surrogate_settings_default_to_the_calibrated_model():
     bo = RunConfig().bo
     assert (bo.surrogate, bo.residual, bo.incumbent_samples) == ("ic_residual", 3.0, 128)
-    assert (bo.racing, bo.racing_delta) == (0.25, 0.5)  # quality v4: same test, fewer calls
+    assert (bo.racing, bo.racing_delta) == (0.25, 0.1)  # quality v6: same test, fewer calls
     paper = config_from_dict({}, ["bo.surrogate=ic", "bo.incumbent_samples=0"]).bo
     assert (paper.surrogate, paper.incumbent_samples) == ("ic", 0)
 

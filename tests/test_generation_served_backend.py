@@ -215,6 +215,7 @@ def test_a_run_against_servers_at_urls(real_server, ii_data_dir, tmp_path):
             "generator.max_new_tokens=24", "generator.backend=served",
             f"generator.base_url={real_server.base_url}", "generator.served_model=gen",
             f"evaluator.base_url={real_server.base_url}", "evaluator.model=gen",
+            "evaluator.api=completions",  # a base model: the server has no chat template
             f"tasks.reference_instructions={{bigger_beast: [{ref}]}}"]
     proc = subprocess.run([sys.executable, "-m", "izray.cli", "run", "--data-dir", str(data),
                            "--tasks", "bigger_beast", "--out", str(out),
